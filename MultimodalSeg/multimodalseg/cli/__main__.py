@@ -1,0 +1,5 @@
+import sys
+
+from multimodalseg.cli import main
+
+sys.exit(main())

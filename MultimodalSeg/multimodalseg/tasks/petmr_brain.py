@@ -1,0 +1,61 @@
+"""PET/MR brain: 45 FreeSurfer aseg structures from 18F-FDG PET + T1 MR (METHODS §A)."""
+
+from __future__ import annotations
+
+from multimodalseg.tasks.freesurfer import ASEG_STRUCTURES
+from multimodalseg.tasks.spec import ANATOMICAL_STRUCTURE, Code, InputSpec, LabelSpec, TaskSpec, Terminology
+
+LEFT = Code("SCT", "7771000", "Left")
+RIGHT = Code("SCT", "24028007", "Right")
+
+# SNOMED CT type per structure (laterality goes in the modifier). Keys: name without Left-/Right-.
+_TYPES: dict[str, Code] = {
+    "Lateral-Ventricle": Code("SCT", "66720007", "Lateral ventricle"),
+    "Inf-Lat-Vent": Code("SCT", "40616007", "Temporal horn of lateral ventricle"),
+    "Cerebellum-White-Matter": Code("SCT", "33060004", "Cerebellar white matter"),
+    "Cerebellum-Cortex": Code("SCT", "80622007", "Cerebellar cortex"),
+    "Thalamus": Code("SCT", "42695009", "Thalamus"),
+    "Caudate": Code("SCT", "11000004", "Caudate nucleus"),
+    "Putamen": Code("SCT", "89278007", "Putamen"),
+    "Pallidum": Code("SCT", "14738005", "Globus pallidus"),
+    "3rd-Ventricle": Code("SCT", "49841001", "Third ventricle"),
+    "4th-Ventricle": Code("SCT", "35918002", "Fourth ventricle"),
+    "Brain-Stem": Code("SCT", "15926001", "Brainstem"),
+    "Hippocampus": Code("SCT", "5300000", "Hippocampus"),
+    "Amygdala": Code("SCT", "4958002", "Amygdala"),
+    "CSF": Code("SCT", "65216001", "Cerebrospinal fluid"),
+    "Accumbens-area": Code("SCT", "279314004", "Nucleus accumbens"),
+    "VentralDC": Code("SCT", "87563008", "Diencephalon"),
+    "vessel": Code("SCT", "59820001", "Blood vessel"),
+    "choroid-plexus": Code("SCT", "45405003", "Choroid plexus"),
+    "5th-Ventricle": Code("SCT", "32127006", "Cavum septi pellucidi"),
+    "WM-hypointensities": Code("SCT", "389017006", "White matter"),
+    "non-WM-hypointensities": Code("SCT", "12738006", "Brain"),
+    "Optic-Chiasm": Code("SCT", "244453006", "Optic chiasm"),
+    "CC": Code("SCT", "88442005", "Corpus callosum"),
+}
+
+
+def _terminology(name: str) -> Terminology:
+    modifier = LEFT if name.startswith("Left-") else RIGHT if name.startswith("Right-") else None
+    key = name.removeprefix("Left-").removeprefix("Right-")
+    key = "CC" if key.startswith("CC_") else key
+    return Terminology(ANATOMICAL_STRUCTURE, _TYPES[key], modifier)
+
+
+TASK = TaskSpec(
+    id="petmr-brain",
+    title="PET/MR Brain",
+    description="45 FreeSurfer aseg structures from FDG PET and T1-weighted MR, with SUV statistics per structure.",
+    inputs=(
+        InputSpec("pet", "PET", "PET", normalization="pet", name_patterns=("pet", "fdg", "suv")),
+        InputSpec("t1", "T1 MR", "MR", reference=True, name_patterns=("t1", "mprage", "spgr")),
+    ),
+    labels=tuple(
+        LabelSpec(value, i + 1, name, color, _terminology(name))
+        for i, (value, name, color) in enumerate(ASEG_STRUCTURES)
+    ),
+    spacing=(1.0, 1.0, 1.0),
+    patch_size=(96, 96, 96),
+    network="multimodalseg.nets.dual_uxnet:build",
+)

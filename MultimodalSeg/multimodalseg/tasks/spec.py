@@ -1,0 +1,215 @@
+"""Data types of a task specification: the single source of truth for GUI, CLI, inference and training.
+
+Pure Python: no numpy, no torch, so Slicer's own process can import it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from multimodalseg.errors import UserError
+
+OutputKind = Literal["labels", "regions"]
+Normalization = Literal["zscore", "ct", "pet", "none"]
+
+SLICER_ANATOMY_CONTEXT = "Segmentation category and type - 3D Slicer General Anatomy list"
+SLICER_REGION_CONTEXT = "Anatomic codes - DICOM master list"
+
+
+@dataclass(frozen=True)
+class Code:
+    """A coded concept, as DICOM and Slicer's terminologies write it: (scheme, value, meaning)."""
+
+    scheme: str
+    value: str
+    meaning: str
+
+    def slicer(self) -> str:
+        return f"{self.scheme}^{self.value}^{self.meaning}"
+
+
+ANATOMICAL_STRUCTURE = Code("SCT", "123037004", "Anatomical Structure")
+MORPHOLOGICALLY_ALTERED = Code("SCT", "49755003", "Morphologically Altered Structure")
+TISSUE = Code("SCT", "85756007", "Tissue")
+
+
+@dataclass(frozen=True)
+class Terminology:
+    """SNOMED CT category and type of a segment, with optional laterality modifier."""
+
+    category: Code
+    type: Code
+    modifier: Code | None = None
+
+    def slicer_string(self) -> str:
+        """The string ``vtkSegment.SetTerminology`` takes (Slicer's segmentations developer guide format)."""
+        mod = self.modifier.slicer() if self.modifier else "^^"
+        parts = (SLICER_ANATOMY_CONTEXT, self.category.slicer(), self.type.slicer(), mod)
+        parts += (SLICER_REGION_CONTEXT, "^^", "^^")
+        return "~".join(parts)
+
+
+@dataclass(frozen=True)
+class LabelSpec:
+    """One output label.
+
+    Args:
+        value: the value written in output label maps (e.g. FreeSurfer 17, MM-WHS 500, BraTS 4).
+        index: the contiguous class index used for training (1..N; 0 is background).
+        name: display name (a segment's name in Slicer).
+        color: RGB, 0-255.
+        terminology: SNOMED CT category/type for Slicer and DICOM SEG.
+    """
+
+    value: int
+    index: int
+    name: str
+    color: tuple[int, int, int]
+    terminology: Terminology
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class RegionSpec:
+    """An overlapping region made of labels (BraTS WT/TC/ET), by label name."""
+
+    name: str
+    labels: tuple[str, ...]
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One input image of a task, by role.
+
+    Args:
+        role: the name used on the command line (``--input t1ce=case_t1ce.nii.gz``) and in file names.
+        title: what the GUI shows.
+        modality: expected modality (``PET``, ``MR``, ``CT``), or several separated by ``|``.
+        required: a missing required input is a user error.
+        reference: the input whose grid the output is written on (exactly one per task).
+        normalization: ``zscore`` (MR, per image over the foreground), ``ct`` (clip HU and scale),
+            ``pet`` (SUV scaled), ``none``.
+        name_patterns: case-insensitive substrings the Slicer widget uses to pre-select a volume.
+    """
+
+    role: str
+    title: str
+    modality: str
+    required: bool = True
+    reference: bool = False
+    normalization: Normalization = "zscore"
+    name_patterns: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A workflow: its inputs, labels, output kind, default geometry and network.
+
+    Like nnU-Net's ``dataset.json``: the GUI, the CLI, inference and training all read this object.
+    ``network`` names a factory ``"module:function"`` imported lazily, so this module needs no torch.
+    """
+
+    id: str
+    title: str
+    description: str
+    inputs: tuple[InputSpec, ...]
+    labels: tuple[LabelSpec, ...]
+    output_kind: OutputKind = "labels"
+    regions: tuple[RegionSpec, ...] = ()
+    spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    patch_size: tuple[int, int, int] = (128, 128, 128)
+    network: str | None = None
+    network_config: Mapping[str, Any] = field(default_factory=dict)
+    # Values some datasets use for a label, read as the label's own value (MM-WHS 421 -> 420).
+    label_aliases: Mapping[int, int] = field(default_factory=dict)
+    # Other value conventions for the same labels: convention name -> {label name: value}.
+    label_conventions: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+    modalities: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        refs = [i.role for i in self.inputs if i.reference]
+        if len(refs) != 1:
+            raise ValueError(f"task {self.id}: exactly one reference input needed, got {refs}")
+        indices = sorted(lab.index for lab in self.labels)
+        if indices != list(range(1, len(self.labels) + 1)):
+            raise ValueError(f"task {self.id}: label indices must be 1..{len(self.labels)}")
+        if len({lab.value for lab in self.labels}) != len(self.labels):
+            raise ValueError(f"task {self.id}: label values must be unique")
+
+    @property
+    def reference_role(self) -> str:
+        return next(i.role for i in self.inputs if i.reference)
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        return tuple(i.role for i in self.inputs)
+
+    @property
+    def num_classes(self) -> int:
+        """Output channels for exclusive labels, including background."""
+        return len(self.labels) + 1
+
+    def input(self, role: str) -> InputSpec:
+        for spec in self.inputs:
+            if spec.role == role:
+                return spec
+        raise UserError(f"unknown input role '{role}' for task {self.id} (roles: {', '.join(self.roles)})")
+
+    def label(self, name: str) -> LabelSpec:
+        for lab in self.labels:
+            if lab.name == name:
+                return lab
+        raise KeyError(name)
+
+    def value_to_index(self, convention: str | None = None) -> dict[int, int]:
+        """Map from label-map values (in ``convention``, default the task's own) to training indices; 0 -> 0."""
+        table = {0: 0}
+        values = self.values(convention)
+        for lab in self.labels:
+            table[values[lab.name]] = lab.index
+        if convention is None:
+            for alias, target in self.label_aliases.items():
+                table[alias] = table[target]
+        return table
+
+    def index_to_value(self, convention: str | None = None) -> dict[int, int]:
+        values = self.values(convention)
+        return {0: 0, **{lab.index: values[lab.name] for lab in self.labels}}
+
+    def values(self, convention: str | None = None) -> dict[str, int]:
+        """Label name -> value in ``convention`` (None: the task's own values)."""
+        if convention is None:
+            return {lab.name: lab.value for lab in self.labels}
+        if convention not in self.label_conventions:
+            known = ", ".join(self.label_conventions) or "none"
+            raise UserError(f"unknown label convention '{convention}' for task {self.id} (known: {known})")
+        return dict(self.label_conventions[convention])
+
+    def check_label_values(
+        self, present: Iterable[int], path: str | None = None, convention: str | None = None
+    ) -> None:
+        """Raise a UserError naming ``path`` when a label map holds values outside the task's table."""
+        allowed = set(self.value_to_index(convention))
+        unknown = sorted(int(v) for v in set(present) - allowed)
+        if unknown:
+            shown = ", ".join(map(str, unknown[:10])) + (" ..." if len(unknown) > 10 else "")
+            raise UserError(
+                f"label values {shown} are not in the {self.id} label table "
+                f"(allowed: {', '.join(map(str, sorted(allowed)))})",
+                path,
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form, as ``multimodalseg tasks --json`` prints it."""
+        d = asdict(self)
+        d["reference"] = self.reference_role
+        d["num_labels"] = len(self.labels)
+        d["label_aliases"] = {str(k): v for k, v in self.label_aliases.items()}
+        d["network_config"] = dict(self.network_config)
+        d["label_conventions"] = {k: dict(v) for k, v in self.label_conventions.items()}
+        for lab, out in zip(self.labels, d["labels"]):
+            out["terminology_string"] = lab.terminology.slicer_string()
+        return d

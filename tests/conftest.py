@@ -1,0 +1,71 @@
+"""Shared fixtures: run the CLI in-process or as a real process, and make small test volumes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from multimodalseg.cli import main
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run ``multimodalseg ARGS`` in this process; returns exit code, stdout and stderr."""
+
+    def run(*args: object) -> CliResult:
+        code = main([str(a) for a in args])
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return run
+
+
+@pytest.fixture
+def cli_process():
+    """Run ``python -m multimodalseg ARGS`` as a separate process, as Slicer does."""
+
+    def run(*args: object, timeout: float = 600) -> CliResult:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        proc = subprocess.run(
+            [sys.executable, "-m", "multimodalseg", *map(str, args)],
+            capture_output=True, text=True, timeout=timeout, env=env,
+        )
+        return CliResult(proc.returncode, proc.stdout, proc.stderr)
+
+    return run
+
+
+def write_volume(path: Path, array: np.ndarray, spacing=(1.0, 1.0, 1.0), origin=(0.0, 0.0, 0.0),
+                 direction=None) -> Path:
+    """Write a (z, y, x) array as a volume file with the given geometry."""
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing(spacing)
+    image.SetOrigin(origin)
+    if direction is not None:
+        image.SetDirection(direction)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sitk.WriteImage(image, str(path))
+    return path
+
+
+@pytest.fixture
+def volume_file(tmp_path):
+    """Factory: ``volume_file(name, array, **geometry)`` writes into the test's temporary folder."""
+
+    def make(name: str, array: np.ndarray, **geometry) -> Path:
+        return write_volume(tmp_path / name, array, **geometry)
+
+    return make
