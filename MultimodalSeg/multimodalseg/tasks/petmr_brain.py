@@ -57,5 +57,5 @@ TASK = TaskSpec(
     ),
     spacing=(1.0, 1.0, 1.0),
     patch_size=(96, 96, 96),
-    network="multimodalseg.nets.dual_uxnet:build",
+    network="dual_uxnet",
 )

@@ -109,7 +109,7 @@ class TaskSpec:
     """A workflow: its inputs, labels, output kind, default geometry and network.
 
     Like nnU-Net's ``dataset.json``: the GUI, the CLI, inference and training all read this object.
-    ``network`` names a factory ``"module:function"`` imported lazily, so this module needs no torch.
+    ``network`` is a name in ``multimodalseg.nets.NETWORKS`` (imported lazily), so this module needs no torch.
     """
 
     id: str

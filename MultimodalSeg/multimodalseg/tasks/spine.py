@@ -20,5 +20,5 @@ TASK = TaskSpec(
     ),
     spacing=(1.0, 1.0, 1.0),
     patch_size=(256, 256, 1),
-    network="multimodalseg.nets.mcf:build",
+    network="mcf",
 )

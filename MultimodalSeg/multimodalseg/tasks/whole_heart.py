@@ -29,7 +29,7 @@ TASK = TaskSpec(
     ),
     spacing=(1.0, 1.0, 1.0),
     patch_size=(96, 96, 96),
-    network="multimodalseg.nets.maunet:build",
+    network="maunet",
     label_aliases={421: 420},  # a known MM-WHS MR label bug
     modalities=("ct", "mr"),
 )

@@ -1,0 +1,137 @@
+"""Model bundles: one ``.pt`` file holding a state dict and JSON-able metadata, with a sha256 beside it.
+
+A bundle is written by ``training export`` (or :func:`save_bundle`) as ``NAME.pt`` plus ``NAME.pt.sha256``
+(``sha256sum`` format). Loading checks the sha256 first (from the catalog, the caller, or the sidecar) and
+only then calls ``torch.load(..., weights_only=True)``: no pickled code is ever executed.
+
+Metadata keys (``meta``):
+    format: ``"multimodalseg-bundle/1"``
+    id, version: the model's name and version string
+    task: task id; labels: ``[{"index", "value", "name"}]`` as trained
+    network: ``{"name": registry name, "config": keyword arguments}``
+    preprocessing: ``{"spacing", "patch_size", "normalization": {role: scheme}, "roles": [...]}``
+    training: the training configuration; metrics: validation metrics; demo: trained on phantoms
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io as _io
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from multimodalseg.errors import UserError
+
+BUNDLE_FORMAT = "multimodalseg-bundle/1"
+REQUIRED_META = ("id", "version", "task", "network", "labels")
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def sidecar_path(path: str | os.PathLike) -> Path:
+    return Path(f"{os.fspath(path)}.sha256")
+
+
+def read_sidecar(path: str | os.PathLike) -> str | None:
+    side = sidecar_path(path)
+    if not side.exists():
+        return None
+    text = side.read_text().split()
+    return text[0].lower() if text else None
+
+
+@dataclass
+class Bundle:
+    """A loaded bundle: its file, checksum, metadata and weights."""
+
+    path: Path
+    sha256: str
+    meta: dict[str, Any]
+    state_dict: dict[str, Any]
+
+    @property
+    def id(self) -> str:
+        return str(self.meta["id"])
+
+    @property
+    def task(self) -> str:
+        return str(self.meta["task"])
+
+    def build_model(self):
+        """The network with the bundle's weights, in eval mode."""
+        from multimodalseg.nets import build_network
+
+        net = build_network(self.meta["network"]["name"], **self.meta["network"].get("config", {}))
+        try:
+            net.load_state_dict(self.state_dict, strict=True)
+        except RuntimeError as exc:
+            raise UserError(f"weights do not fit network {self.meta['network']['name']}: {exc}", self.path) from exc
+        return net.eval()
+
+
+def save_bundle(path: str | os.PathLike, state_dict: dict[str, Any], meta: dict[str, Any]) -> str:
+    """Write a bundle and its ``.sha256`` sidecar atomically; returns the sha256."""
+    import torch
+
+    missing = [k for k in REQUIRED_META if k not in meta]
+    if missing:
+        raise ValueError(f"bundle metadata lacks {', '.join(missing)}")
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"format": BUNDLE_FORMAT, "meta": {**meta, "format": BUNDLE_FORMAT},
+               "state_dict": {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}}
+    buffer = _io.BytesIO()
+    torch.save(payload, buffer)
+    fd, tmp = tempfile.mkstemp(prefix=".partial-", suffix=".pt", dir=p.parent)
+    with os.fdopen(fd, "wb") as f:
+        f.write(buffer.getvalue())
+    os.replace(tmp, p)
+    digest = sha256_file(p)
+    sidecar_path(p).write_text(f"{digest}  {p.name}\n")
+    return digest
+
+
+def load_bundle(path: str | os.PathLike, *, sha256: str | None = None, task: str | None = None) -> Bundle:
+    """Check the checksum, then load with ``weights_only=True``.
+
+    Args:
+        path: the ``.pt`` file.
+        sha256: the expected checksum (a catalog's); the sidecar's when None. No checksum at all is refused.
+        task: refuse a bundle trained for another task.
+
+    Raises:
+        UserError: missing file, no checksum, checksum mismatch (tampered or truncated), unreadable content,
+            wrong format, another task.
+    """
+    import torch
+
+    p = Path(path)
+    if not p.is_file():
+        raise UserError("model bundle not found", p)
+    expected = (sha256 or read_sidecar(p) or "").lower()
+    if not expected:
+        raise UserError("model bundle has no sha256 (no catalog entry and no .sha256 file); "
+                        "import it with 'multimodalseg models import FILE --sha256 HEX'", p)
+    actual = sha256_file(p)
+    if actual != expected:
+        raise UserError(f"model bundle sha256 mismatch (expected {expected[:12]}..., got {actual[:12]}...): "
+                        "the file is damaged, truncated or was changed", p)
+    try:
+        payload = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for bad archives
+        raise UserError(f"model bundle cannot be read ({type(exc).__name__})", p) from exc
+    if not isinstance(payload, dict) or payload.get("format") != BUNDLE_FORMAT:
+        raise UserError(f"not a MultimodalSeg model bundle (format {BUNDLE_FORMAT} expected)", p)
+    meta = payload["meta"]
+    if task is not None and meta.get("task") != task:
+        raise UserError(f"model bundle is for task '{meta.get('task')}', not '{task}'", p)
+    return Bundle(p, actual, meta, payload["state_dict"])
