@@ -128,6 +128,8 @@ class TaskSpec:
     # Other value conventions for the same labels: convention name -> {label name: value}.
     label_conventions: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
     modalities: tuple[str, ...] = ()
+    # Post-processing applied to the predicted label map, "module:function", imported lazily by inference.
+    postprocess: str | None = None
 
     def __post_init__(self) -> None:
         refs = [i.role for i in self.inputs if i.reference]
