@@ -67,11 +67,29 @@ def read_image(path: str | os.PathLike, *, label: bool = False) -> sitk.Image:
         components = image.GetNumberOfComponentsPerPixel()
         raise UserError(f"image has {components} components per voxel; need a scalar image", p)
     arr = sitk.GetArrayViewFromImage(image)
-    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
-        raise UserError(f"image holds {int((~np.isfinite(arr)).sum())} NaN or infinite voxels", p)
+    bad = int((~np.isfinite(arr)).sum()) if arr.dtype.kind == "f" else 0
+    if arr.dtype.kind == "f" and not bad:
+        bad = _nifti_nonfinite(p)
+    if bad:
+        raise UserError(f"image holds {bad} NaN or infinite voxels", p)
     if label:
         return to_label_image(image, p)
     return image
+
+
+def _nifti_nonfinite(path: Path) -> int:
+    """Non-finite voxels of a float NIfTI file: SimpleITK's NIfTI reader silently turns NaN into 0."""
+    if not path.is_file() or not path.name.lower().endswith((".nii", ".nii.gz")):
+        return 0
+    import nibabel
+
+    try:
+        nii = nibabel.load(str(path))
+        if np.dtype(nii.get_data_dtype()).kind != "f":
+            return 0
+        return int((~np.isfinite(np.asanyarray(nii.dataobj))).sum())
+    except Exception:  # SimpleITK read it, so a nibabel failure here is no reason to refuse the file
+        return 0
 
 
 def _to_3d(image: sitk.Image, path: Path) -> sitk.Image:
