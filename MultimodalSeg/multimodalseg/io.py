@@ -34,6 +34,9 @@ def _read_dicom_series(folder: Path) -> sitk.Image:
         raise UserError(f"folder holds {len(series)} DICOM series; give one series per folder", folder)
     files = reader.GetGDCMSeriesFileNames(str(folder), series[0])
     reader.SetFileNames(files)
+    # The pixel type otherwise follows the first slice: int16 there truncates slices whose rescale
+    # slope/intercept differ (common in PET).
+    reader.SetOutputPixelType(sitk.sitkFloat32)
     return reader.Execute()
 
 

@@ -128,3 +128,26 @@ def test_write_refuses_unknown_format_and_unwritable_folder(tmp_path):
     blocker.write_text("x")
     with pytest.raises(UserError, match="cannot write output"):
         io.write_image(img, blocker / "sub" / "out.nii.gz")
+
+
+def test_dicom_series_with_per_slice_rescale(tmp_path):
+    # PET series often store each slice with its own RescaleSlope; the first slice must not fix the pixel type.
+    raw = np.full((3, 4, 5), 100, np.int16)
+    image = io.make_image(raw)
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    series_uid = pydicom.uid.generate_uid()
+    slopes = (1.0, 0.5, 700.25)
+    for k in range(3):
+        sl = image[:, :, k]
+        for tag, value in (("0020|000e", series_uid), ("0008|0060", "PT"), ("0020|0013", str(k + 1)),
+                           ("0020|0032", f"0\\0\\{k}"), ("0020|0037", "1\\0\\0\\0\\1\\0")):
+            sl.SetMetaData(tag, value)
+        path = tmp_path / f"{k}.dcm"
+        writer.SetFileName(str(path))
+        writer.Execute(sl)
+        ds = pydicom.dcmread(path)
+        ds.RescaleSlope, ds.RescaleIntercept = slopes[k], 0
+        ds.save_as(path)
+    values = sitk.GetArrayFromImage(io.read_image(tmp_path))[:, 0, 0]
+    np.testing.assert_allclose(values, [100 * s for s in slopes], rtol=1e-6)
