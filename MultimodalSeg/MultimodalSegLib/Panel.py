@@ -1,0 +1,427 @@
+"""The panel every MultimodalSeg module shows, built from its task specification.
+
+Slicer side (imports ``slicer``, ``qt``). The shared layout is ``Resources/UI/MultimodalSeg.ui``; the input
+selectors (one per role of the task) and the registration tabs (one per non-reference input) are added here from
+``multimodalseg.tasks``. Decisions live in plain-Python helpers: ``Settings`` (what is stored, auto-assignment),
+``Command`` (the backend command), ``Runner`` (the run's state), ``Results`` (what a result becomes).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import qt
+import slicer
+import vtk
+from multimodalseg.errors import UserError
+from multimodalseg.tasks import get_task
+from slicer.util import VTKObservationMixin
+
+from MultimodalSegLib import Command, Install, Models, Results, Scene
+from MultimodalSegLib.LandmarkPanel import LandmarkPanel
+from MultimodalSegLib.Runner import CANCELED, SUCCEEDED, BackendRunner, RunResult
+from MultimodalSegLib.Settings import (
+    DEVICE_ITEMS,
+    INPUT_REFERENCE_PREFIX,
+    PanelSettings,
+    autoAssign,
+    modalityItems,
+    registrationTabTitle,
+    roleLabel,
+    roleToolTip,
+)
+from MultimodalSegLib.SlicerProcess import QtBackendProcess
+from MultimodalSegLib.TrainingWriter import saveTrainingCase
+
+MODULE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # beside the multimodalseg package
+RESOURCES_DIR = os.path.join(MODULE_DIR, "Resources")
+
+
+def backendPython() -> list[str]:
+    return Command.findPythonSlicer(slicer.app.slicerHome)
+
+
+def backendEnvironment() -> dict[str, str]:
+    # PythonSlicer sets Slicer's paths itself: start from the environment Slicer was started with.
+    return Command.backendEnvironment(slicer.util.startupEnvironment(), MODULE_DIR)
+
+
+class TaskPanel(VTKObservationMixin):
+    """Inputs, registration, model and options, Apply/Cancel, progress, log, result and save-for-training.
+
+    Args:
+        taskId: a task id of ``multimodalseg.tasks``.
+        parentLayout: the module widget's layout.
+        logic: the module's ``ScriptedLoadableModuleLogic`` (owner of the parameter node).
+    """
+
+    def __init__(self, taskId: str, parentLayout, logic) -> None:
+        VTKObservationMixin.__init__(self)
+        self.task = get_task(taskId)
+        self.logic = logic
+        self.parameterNode = None
+        self.inputSelectors: dict[str, object] = {}
+        self.landmarkPanels: dict[str, LandmarkPanel] = {}
+        self._updatingGui = False
+        self._dependenciesChecked = False
+        self._pending: dict[str, object] = {}
+
+        uiWidget = slicer.util.loadUI(os.path.join(RESOURCES_DIR, "UI", "MultimodalSeg.ui"))
+        parentLayout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.ui.outputSegmentationSelector.setMRMLScene(slicer.mrmlScene)
+        self.ui.taskDescriptionLabel.text = self.task.description
+        self.ui.referenceHintLabel.visible = len(self.task.inputs) > 1
+        self.buildInputSelectors()
+        self.buildRegistrationTabs()
+        self.buildOptions()
+
+        self.runner = BackendRunner(QtBackendProcess, onProgress=self.onProgress, onLog=self.log,
+                                    onFinished=self.onRunFinished)
+        self.modelRunner = BackendRunner(QtBackendProcess, onLog=self.log, onFinished=self.onModelImported)
+
+        self.ui.applyButton.connect("clicked(bool)", self.onApply)
+        self.ui.importModelButton.connect("clicked(bool)", self.onImportModel)
+        self.ui.openCacheButton.connect("clicked(bool)", self.onOpenCache)
+        self.ui.saveForTrainingButton.connect("clicked(bool)", self.onSaveForTraining)
+        for widget, signal in ((self.ui.modelComboBox, "currentIndexChanged(int)"),
+                               (self.ui.deviceComboBox, "currentIndexChanged(int)"),
+                               (self.ui.gpuIndexSpinBox, "valueChanged(int)"),
+                               (self.ui.modalityComboBox, "currentIndexChanged(int)"),
+                               (self.ui.ttaCheckBox, "toggled(bool)"),
+                               (self.ui.quickCheckBox, "toggled(bool)"),
+                               (self.ui.trainingFolderButton, "directoryChanged(QString)")):
+            widget.connect(signal, self.updateParameterNodeFromGui)
+
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.NodeAddedEvent, self.onNodeAdded)
+        self.initializeParameterNode()
+
+    # -- building the panel from the task --------------------------------------------------------------------
+
+    def buildInputSelectors(self) -> None:
+        form = self.ui.inputsFrame.layout()
+        for spec in self.task.inputs:
+            selector = slicer.qMRMLNodeComboBox()
+            selector.nodeTypes = ["vtkMRMLScalarVolumeNode"]
+            selector.selectNodeUponCreation = False
+            selector.addEnabled = False
+            selector.removeEnabled = False
+            selector.noneEnabled = True
+            selector.showHidden = False
+            selector.showChildNodeTypes = False
+            selector.setMRMLScene(slicer.mrmlScene)
+            selector.setToolTip(roleToolTip(self.task, spec.role))
+            selector.connect("currentNodeChanged(vtkMRMLNode*)", self.updateParameterNodeFromGui)
+            label = qt.QLabel(roleLabel(self.task, spec.role))
+            if spec.reference:
+                label.setStyleSheet("font-weight: bold")
+            form.addRow(label, selector)
+            self.inputSelectors[spec.role] = selector
+
+    def buildRegistrationTabs(self) -> None:
+        moving = [spec for spec in self.task.inputs if not spec.reference]
+        self.ui.registrationCollapsibleButton.visible = bool(moving)
+        for spec in moving:
+            panel = LandmarkPanel(self.task, spec.role, None, self.volumeForRole)
+            self.ui.registrationTabWidget.addTab(panel.widget, registrationTabTitle(self.task, spec.role))
+            self.landmarkPanels[spec.role] = panel
+
+    def buildOptions(self) -> None:
+        for kind, text in DEVICE_ITEMS:
+            self.ui.deviceComboBox.addItem(text, kind)
+        modalities = modalityItems(self.task)
+        self.ui.modalityLabel.visible = bool(modalities)
+        self.ui.modalityComboBox.visible = bool(modalities)
+        for value, text in modalities:
+            self.ui.modalityComboBox.addItem(text, value)
+        self.refreshModels()
+
+    def refreshModels(self) -> None:
+        combo = self.ui.modelComboBox
+        current = combo.currentData
+        combo.blockSignals(True)
+        combo.clear()
+        try:
+            choices = Models.modelChoices(self.task.id)
+        except UserError as exc:
+            choices = []
+            self.setStatus(str(exc), error=True)
+        for index, choice in enumerate(choices):
+            combo.addItem(choice.text, choice.modelId)
+            combo.setItemData(index, choice.toolTip, qt.Qt.ToolTipRole)
+        combo.setCurrentIndex(max(combo.findData(current), 0) if current is not None else 0)
+        combo.blockSignals(False)
+
+    def volumeForRole(self, role: str):
+        selector = self.inputSelectors.get(role)
+        return selector.currentNode() if selector is not None else None
+
+    # -- parameter node ----------------------------------------------------------------------------------------
+
+    def initializeParameterNode(self) -> None:
+        self.setParameterNode(self.logic.getParameterNode())
+        self.autoAssignInputs()
+
+    def setParameterNode(self, parameterNode) -> None:
+        if self.parameterNode is not None:
+            self.removeObserver(self.parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGuiFromParameterNode)
+        self.parameterNode = parameterNode
+        if parameterNode is not None:
+            self.addObserver(parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGuiFromParameterNode)
+        for panel in self.landmarkPanels.values():
+            panel.setParameterNode(parameterNode)
+        self.updateGuiFromParameterNode()
+
+    def updateGuiFromParameterNode(self, *_args) -> None:
+        if self.parameterNode is None:
+            return
+        self._updatingGui = True
+        try:
+            p = self.parameterNode
+            for role, selector in self.inputSelectors.items():
+                selector.setCurrentNode(p.GetNodeReference(INPUT_REFERENCE_PREFIX + role))
+            names = {name: p.GetParameter(name) for name in PanelSettings().toParameters()}
+            settings = PanelSettings.fromParameters(names)
+            self.ui.modelComboBox.setCurrentIndex(max(self.ui.modelComboBox.findData(settings.model), 0))
+            self.ui.deviceComboBox.setCurrentIndex(max(self.ui.deviceComboBox.findData(settings.device), 0))
+            self.ui.gpuIndexSpinBox.value = settings.gpuIndex
+            self.ui.gpuIndexSpinBox.enabled = settings.device == "gpu"
+            self.ui.modalityComboBox.setCurrentIndex(max(self.ui.modalityComboBox.findData(settings.modality), 0))
+            self.ui.ttaCheckBox.checked = settings.tta
+            self.ui.quickCheckBox.checked = settings.quick
+            if settings.trainingFolder:
+                self.ui.trainingFolderButton.directory = settings.trainingFolder
+        finally:
+            self._updatingGui = False
+
+    def currentSettings(self) -> PanelSettings:
+        return PanelSettings(
+            model=self.ui.modelComboBox.currentData or "",
+            device=self.ui.deviceComboBox.currentData or "auto",
+            gpuIndex=int(self.ui.gpuIndexSpinBox.value),
+            tta=bool(self.ui.ttaCheckBox.checked),
+            quick=bool(self.ui.quickCheckBox.checked),
+            modality=(self.ui.modalityComboBox.currentData or "") if self.task.modalities else "",
+            trainingFolder=str(self.ui.trainingFolderButton.directory or ""),
+        )
+
+    def updateParameterNodeFromGui(self, *_args) -> None:
+        if self._updatingGui or self.parameterNode is None:
+            return
+        p = self.parameterNode
+        wasModifying = p.StartModify()
+        for role, selector in self.inputSelectors.items():
+            p.SetNodeReferenceID(INPUT_REFERENCE_PREFIX + role, selector.currentNodeID)
+        settings = self.currentSettings()
+        for name, value in settings.toParameters().items():
+            p.SetParameter(name, value)
+        p.EndModify(wasModifying)
+        self.ui.gpuIndexSpinBox.enabled = settings.device == "gpu"
+
+    def autoAssignInputs(self) -> None:
+        """Fill empty input selectors with volumes whose names match the role (e.g. ``*_t1ce`` -> T1ce)."""
+        volumes = [(n.GetID(), n.GetName()) for n in slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode")
+                   if not n.IsA("vtkMRMLLabelMapVolumeNode")]
+        current = {role: s.currentNodeID or None for role, s in self.inputSelectors.items()}
+        for role, nodeId in autoAssign(self.task, volumes, current).items():
+            if nodeId and not current.get(role):
+                self.inputSelectors[role].setCurrentNodeID(nodeId)
+
+    def onNodeAdded(self, _caller, _event) -> None:
+        # Volumes are named after their file once loading completes; assign after the event loop settles.
+        qt.QTimer.singleShot(0, self.autoAssignInputs)
+
+    def onSceneStartClose(self, _caller, _event) -> None:
+        if self.runner.running:
+            self.runner.cancel()
+        self.setParameterNode(None)
+
+    def onSceneEndClose(self, _caller, _event) -> None:
+        self.initializeParameterNode()
+
+    # -- status, log, progress -----------------------------------------------------------------------------------
+
+    def log(self, line: str) -> None:
+        self.ui.logTextEdit.appendPlainText(line)
+        logging.info(f"MultimodalSeg: {line}")
+
+    def setStatus(self, text: str, error: bool = False) -> None:
+        self.ui.statusLabel.text = text
+        self.ui.statusLabel.setStyleSheet("color: #c0392b" if error else "")
+        if error:
+            self.log(f"Error: {text}")
+
+    def onProgress(self, fraction: float, stage: str) -> None:
+        self.ui.progressBar.value = int(round(100 * fraction))
+        self.ui.progressBar.format = f"{stage} %p%" if stage else "%p%"
+
+    def setRunning(self, running: bool) -> None:
+        self.ui.applyButton.text = "Cancel" if running else "Apply"
+        self.ui.applyButton.toolTip = ("Stop the backend; no result is created." if running
+                                       else "Run the segmentation in the background; click again to cancel.")
+        for widget in (self.ui.inputsCollapsibleButton, self.ui.modelCollapsibleButton,
+                       self.ui.saveForTrainingButton):
+            widget.enabled = not running
+
+    # -- apply / cancel ------------------------------------------------------------------------------------------
+
+    def selectedInputs(self) -> dict[str, object]:
+        return {role: selector.currentNode() for role, selector in self.inputSelectors.items()}
+
+    def onApply(self) -> None:
+        if self.runner.running:
+            self.runner.cancel()
+            return
+        workDir = None
+        try:
+            inputs = self.selectedInputs()
+            Command.checkInputs(self.task, {r: n.GetID() for r, n in inputs.items() if n is not None})
+            if not self._dependenciesChecked:
+                if not Install.ensureDependencies(os.path.join(RESOURCES_DIR, "requirements.txt")):
+                    self.setStatus("The required Python packages are not installed yet.", error=True)
+                    return
+                self._dependenciesChecked = True
+            settings = self.currentSettings()
+            workDir = tempfile.mkdtemp(prefix="MultimodalSeg-", dir=slicer.app.temporaryPath)
+            self.setStatus("Exporting the inputs...")
+            with slicer.util.WaitCursor():
+                files = Scene.exportInputs(inputs, workDir)
+            command = Command.buildSegmentCommand(
+                backendPython(), self.task, files, os.path.join(workDir, "labels.nrrd"),
+                device=Command.deviceArgument(settings.device, settings.gpuIndex), tta=settings.tta,
+                quick=settings.quick, model=settings.model or None, report=os.path.join(workDir, "report.json"),
+                modality=settings.modality or None)
+            self._pending = {"inputs": inputs, "labels": os.path.join(workDir, "labels.nrrd"),
+                             "report": os.path.join(workDir, "report.json")}
+            self.log("Running: " + " ".join(command))
+            self.runner.start(command, environment=backendEnvironment(), workDir=workDir)
+        except UserError as exc:
+            if workDir is not None:
+                shutil.rmtree(workDir, ignore_errors=True)
+            self.setStatus(str(exc), error=True)
+            return
+        except Exception as exc:
+            if workDir is not None:
+                shutil.rmtree(workDir, ignore_errors=True)
+            logging.exception("MultimodalSeg: starting the backend failed")
+            self.setStatus(f"Could not start: {exc}", error=True)
+            return
+        self.setRunning(True)
+        self.setStatus(f"Segmenting ({self.task.title})...")
+
+    def onRunFinished(self, result: RunResult) -> None:
+        self.setRunning(False)
+        pending, self._pending = self._pending, {}
+        if result.status == CANCELED:
+            self.ui.progressBar.value = 0
+            self.setStatus("Canceled; no result was created.")
+            return
+        if result.status != SUCCEEDED:
+            self.setStatus(f"Segmentation failed: {result.message}", error=True)
+            return
+        try:
+            with slicer.util.WaitCursor():
+                self.importResult(pending, result)
+        except Exception as exc:
+            logging.exception("MultimodalSeg: importing the result failed")
+            self.setStatus(f"The result could not be loaded: {exc}", error=True)
+
+    def importResult(self, pending: dict, result: RunResult) -> None:
+        reference = pending["inputs"][self.task.reference_role]
+        report = Results.readReport(pending["report"])
+        name = Results.segmentationNodeName(self.task, reference.GetName())
+        segmentation = Scene.importSegmentation(pending["labels"], Results.segmentSpecs(self.task), reference, name)
+        Scene.placeWithInput(segmentation, reference)
+        segmentation.SetAttribute("MultimodalSeg.model", str((report.get("model") or {}).get("id", "")))
+        segmentation.SetAttribute("MultimodalSeg.modelVersion", str((report.get("model") or {}).get("version", "")))
+        for table in Results.tablesFromReport(report or (result.finished or {})):
+            Scene.placeWithInput(Scene.addTable(table, f"{name} {table.title}"), reference)
+        for extra in Results.extraVolumes(report, result.finished, pending["labels"]):
+            Scene.placeWithInput(Scene.loadExtraVolume(extra, f"{name} {extra.title}"), reference)
+        Scene.showResult(segmentation, reference)
+        self.ui.outputSegmentationSelector.setCurrentNode(segmentation)
+        seconds = (result.finished or {}).get("timings", {}).get("total")
+        for warning in result.warnings:
+            self.log(f"Warning: {warning}")
+        self.setStatus(f"Done: {name}" + (f" ({float(seconds):.0f} s)." if seconds is not None else ".")
+                       + (f" Warning: {result.warnings[-1]}" if result.warnings else ""))
+
+    # -- models ---------------------------------------------------------------------------------------------------
+
+    def onImportModel(self) -> None:
+        path = qt.QFileDialog.getOpenFileName(slicer.util.mainWindow(), "Import a MultimodalSeg model bundle", "",
+                                              "Model bundles (*.pt)")
+        if not path or self.modelRunner.running:
+            return
+        sha256 = None
+        if not Path(f"{path}.sha256").is_file():  # the checksum must come from the model's publisher
+            sha256 = qt.QInputDialog.getText(slicer.util.mainWindow(), "Model checksum",
+                                             f"No {Path(path).name}.sha256 file beside the bundle.\n"
+                                             "Enter the sha256 its publisher gave (64 hex digits):")
+            if not sha256:
+                return
+        try:
+            command = Command.buildImportModelCommand(backendPython(), path, sha256)
+        except UserError as exc:
+            self.setStatus(str(exc), error=True)
+            return
+        self.setStatus(f"Importing {Path(path).name} (checking its sha256)...")
+        self.modelRunner.start(command, environment=backendEnvironment())
+
+    def onModelImported(self, result: RunResult) -> None:
+        if result.status == SUCCEEDED:
+            self.refreshModels()
+            self.setStatus("Model imported into the cache.")
+        else:
+            self.setStatus(f"Model import failed: {result.message}", error=True)
+
+    def onOpenCache(self) -> None:
+        folder = Models.cacheFolder()
+        folder.mkdir(parents=True, exist_ok=True)
+        qt.QDesktopServices.openUrl(qt.QUrl.fromLocalFile(str(folder)))
+
+    # -- save for training ---------------------------------------------------------------------------------------
+
+    def onSaveForTraining(self) -> None:
+        segmentation = self.ui.outputSegmentationSelector.currentNode()
+        settings = self.currentSettings()
+        inputs = self.selectedInputs()
+        try:
+            if segmentation is None:
+                raise UserError("select the (edited) segmentation to save")
+            if not settings.trainingFolder:
+                raise UserError("choose the training folder")
+            Command.checkInputs(self.task, {r: n.GetID() for r, n in inputs.items() if n is not None})
+            with tempfile.TemporaryDirectory(prefix="MultimodalSeg-", dir=slicer.app.temporaryPath) as tmp, \
+                    slicer.util.WaitCursor():
+                files = Scene.exportInputs(inputs, tmp)
+                labels = os.path.join(tmp, "labels.nrrd")
+                unknown = Scene.exportLabelsForTraining(self.task, segmentation,
+                                                        inputs[self.task.reference_role], labels)
+                saved = saveTrainingCase(
+                    self.task, settings.trainingFolder, files, labels,
+                    source=Scene.sourceDescription(inputs),
+                    model={"id": segmentation.GetAttribute("MultimodalSeg.model") or None,
+                           "version": segmentation.GetAttribute("MultimodalSeg.modelVersion") or None},
+                    modality=settings.modality or None)
+        except UserError as exc:
+            self.setStatus(str(exc), error=True)
+            return
+        if unknown:
+            self.log(f"Segments not saved (no {self.task.title} label of that name): {', '.join(unknown)}")
+        self.setStatus(f"Saved training case {saved.caseId} in {saved.root}.")
+
+    def cleanup(self) -> None:
+        if self.runner.running:
+            self.runner.cancel()
+        for panel in self.landmarkPanels.values():
+            panel.cleanup()
+        self.removeObservers()
+

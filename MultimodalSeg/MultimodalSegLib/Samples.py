@@ -1,0 +1,132 @@
+"""Phantom sample data in Slicer's Sample Data module: one entry per workflow, generated on first use by
+``multimodalseg phantom`` in the background (a few seconds, no download), then loaded with names the panel's
+input auto-assignment recognises, the reference label map and the phantom's landmark lists.
+
+Slicer side (imports ``slicer``). File finding and node naming are plain Python (``SampleFiles``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+import slicer
+from multimodalseg.errors import UserError
+from multimodalseg.tasks import get_task
+
+from MultimodalSegLib import Command
+from MultimodalSegLib.Runner import SUCCEEDED, BackendRunner
+from MultimodalSegLib.SampleFiles import CaseFiles, findCaseFiles, nodeName
+from MultimodalSegLib.SlicerProcess import QtBackendProcess
+
+CATEGORY = "MultimodalSeg phantoms"
+ICONS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "Resources", "Icons")
+_runners: dict[str, BackendRunner] = {}  # task id -> generation in progress (kept alive until it ends)
+
+
+def phantomFolder(taskId: str) -> str:
+    return os.path.join(slicer.app.cachePath, "MultimodalSeg", "phantoms", taskId)
+
+
+def _env() -> dict[str, str]:
+    from MultimodalSegLib.Panel import backendEnvironment
+
+    return backendEnvironment()
+
+
+def _python() -> list[str]:
+    return Command.findPythonSlicer(slicer.app.slicerHome)
+
+
+def loadCase(taskId: str, files: CaseFiles) -> dict[str, object]:
+    """Load a case: volumes named for auto-assignment, the label map, landmark lists. Returns role -> node."""
+    task = get_task(taskId)
+    modality = None
+    if task.modalities and files.images:
+        name = next(iter(files.images.values())).name.lower()
+        modality = next((m for m in task.modalities if name.startswith(m) or f"_{m}" in name), None)
+    nodes: dict[str, object] = {}
+    for role, path in files.images.items():
+        nodes[role] = slicer.util.loadVolume(str(path), {"name": nodeName(task, role, modality)})
+    if files.label is not None:
+        nodes["label"] = slicer.util.loadLabelVolume(str(files.label), {"name": f"{task.id}-phantom reference labels",
+                                                                        "show": False})
+    for role, path in files.landmarks.items():
+        points = slicer.util.loadMarkups(str(path))
+        if points is not None:
+            points.SetName(f"{task.input(role).title} phantom landmarks")
+            nodes[f"landmarks:{role}"] = points
+    reference = nodes.get(task.reference_role)
+    if reference is not None:
+        slicer.util.setSliceViewerLayers(background=reference, fit=True)
+    return nodes
+
+
+def generateCase(taskId: str, onLoaded=None, onError=None) -> None:
+    """Generate (once; cached) and load the task's phantom without blocking Slicer.
+
+    ``onLoaded(nodes)`` gets role -> node; ``onError(message)`` a failure (default: an error dialog).
+    """
+    folder = phantomFolder(taskId)
+    task = get_task(taskId)
+    files = findCaseFiles(task, folder) if os.path.isdir(folder) else CaseFiles()
+    if files.complete(task):
+        nodes = loadCase(taskId, files)
+        if onLoaded:
+            onLoaded(nodes)
+        return
+    if taskId in _runners and _runners[taskId].running:
+        return
+
+    def finished(result) -> None:
+        _runners.pop(taskId, None)
+        if result.status != SUCCEEDED:
+            (onError or slicer.util.errorDisplay)(f"Making the {task.title} phantom failed: {result.message}")
+            return
+        nodes = loadCase(taskId, findCaseFiles(task, folder))
+        if onLoaded:
+            onLoaded(nodes)
+
+    os.makedirs(folder, exist_ok=True)
+    runner = BackendRunner(QtBackendProcess, onLog=lambda line: logging.info(f"phantom: {line}"),
+                           onFinished=finished)
+    _runners[taskId] = runner
+    slicer.util.showStatusMessage(f"Making the {task.title} phantom...", 3000)
+    modality = task.modalities[0] if task.modalities else None  # whole heart: the CT case
+    runner.start(Command.buildPhantomCommand(_python(), taskId, folder, modality=modality), environment=_env())
+
+
+def generateCaseBlocking(taskId: str, timeoutSeconds: float = 300.0) -> dict[str, object]:
+    """For self-tests: generate and load the phantom, processing events until it is loaded."""
+    loaded: dict[str, object] = {}
+    errors: list[str] = []
+    generateCase(taskId, onLoaded=loaded.update, onError=errors.append)
+    deadline = time.monotonic() + timeoutSeconds
+    while not loaded and not errors and time.monotonic() < deadline:
+        slicer.app.processEvents()
+        time.sleep(0.05)
+    if errors:
+        raise UserError(errors[0])
+    if not loaded:
+        raise UserError(f"the {taskId} phantom was not generated within {timeoutSeconds:.0f} s")
+    return loaded
+
+
+def registerSampleData(taskId: str) -> None:
+    """Add the task's phantom to the Sample Data module (call once Slicer's startup completed)."""
+    try:
+        import SampleData
+    except ImportError:  # Slicer built without the Sample Data module
+        return
+
+    task = get_task(taskId)
+    SampleData.SampleDataLogic.registerCustomSampleDataSource(
+        category=CATEGORY,
+        sampleName=f"{task.title} phantom",
+        thumbnailFileName=os.path.join(ICONS_DIR, f"Sample-{taskId}.png"),
+        uris=[],
+        fileNames=[],
+        nodeNames=[],
+        customDownloader=lambda source, t=taskId: generateCase(t),
+    )

@@ -1,0 +1,156 @@
+"""Scene operations: export inputs for the backend, import its results, export an edited result for training.
+
+Slicer side (imports ``slicer`` and ``vtk``). Everything decided here comes from plain-Python helpers
+(``Results``, ``TrainingWriter``); these functions only apply it with Slicer calls.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import slicer
+import vtk
+from multimodalseg.errors import UserError
+from multimodalseg.tasks import TaskSpec
+
+from MultimodalSegLib.Results import ExtraVolume, SegmentSpec, TableData, segmentValues
+
+
+def exportInputs(inputs: Mapping[str, object], folder: str | os.PathLike) -> dict[str, str]:
+    """Write each input volume to ``<folder>/<role>.nrrd`` in world coordinates (parent transforms hardened into
+    the written geometry, the scene left unchanged): the backend sees the registration the user set up.
+
+    Raises:
+        UserError: a volume cannot be written.
+    """
+    files = {}
+    for role, volumeNode in inputs.items():
+        if volumeNode is None:
+            continue
+        path = os.path.join(os.fspath(folder), f"{role}.nrrd")
+        if not slicer.util.exportNode(volumeNode, path, world=True):
+            raise UserError(f"cannot export volume '{volumeNode.GetName()}'", path)
+        files[role] = path
+    return files
+
+
+def geometryNode(referenceVolumeNode):
+    """The reference input, unless a parent transform moves it: the backend then wrote the world geometry."""
+    return referenceVolumeNode if referenceVolumeNode.GetParentTransformNode() is None else None
+
+
+def importSegmentation(labelsPath: str, specs: list[SegmentSpec], referenceVolumeNode, name: str):
+    """A segmentation node with one segment per spec (name, colour, terminology) from a label map file on the
+    reference grid; absent labels get empty segments. Returns the node."""
+    labelNode = slicer.util.loadLabelVolume(labelsPath, {"show": False, "name": f"{name} labels"})
+    try:
+        labels = slicer.util.arrayFromVolume(labelNode)
+        segmentationNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
+        segmentationNode.CreateDefaultDisplayNodes()
+        segmentationNode.SetReferenceImageGeometryParameterFromVolumeNode(
+            geometryNode(referenceVolumeNode) or labelNode)
+        segmentation = segmentationNode.GetSegmentation()
+        for spec in specs:
+            sid = segmentation.AddEmptySegment(spec.segmentId, spec.name, list(spec.color))
+            mask = (labels == spec.value).astype(np.uint8)
+            if mask.any():
+                slicer.util.updateSegmentBinaryLabelmapFromArray(mask, segmentationNode, sid, labelNode)
+            segmentation.GetSegment(sid).SetTerminology(spec.terminology)
+        unknown = sorted(set(np.unique(labels).tolist()) - {0} - {s.value for s in specs})
+        if unknown:
+            logging.warning(f"{labelsPath}: label values {unknown} are not in the task's table; not imported")
+        return segmentationNode
+    finally:
+        slicer.mrmlScene.RemoveNode(labelNode)
+
+
+def placeWithInput(node, referenceVolumeNode) -> None:
+    """Put ``node`` in the Subject Hierarchy folder (study) of the reference input."""
+    shNode = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(slicer.mrmlScene)
+    studyItem = shNode.GetItemParent(shNode.GetItemByDataNode(referenceVolumeNode))
+    if studyItem:
+        shNode.SetItemParent(shNode.GetItemByDataNode(node), studyItem)
+
+
+def showResult(segmentationNode, referenceVolumeNode) -> None:
+    """Show the reference input with the segmentation in the slice views and as surfaces in 3D."""
+    segmentationNode.CreateClosedSurfaceRepresentation()
+    slicer.util.setSliceViewerLayers(background=referenceVolumeNode, fit=True)
+
+
+def addTable(table: TableData, name: str):
+    """A table node with the rows of ``table`` (numeric columns as doubles, the others as text)."""
+    tableNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLTableNode", name)
+    for index, column in enumerate(table.columns):
+        numeric = table.columnIsNumeric(index)
+        array = vtk.vtkDoubleArray() if numeric else vtk.vtkStringArray()
+        array.SetName(column)
+        for row in table.rows:
+            value = row[index]
+            if numeric:
+                array.InsertNextValue(float("nan") if value is None else float(value))
+            else:
+                array.InsertNextValue("" if value is None else str(value))
+        tableNode.AddColumn(array)
+    tableNode.Modified()
+    return tableNode
+
+
+def loadExtraVolume(extra: ExtraVolume, name: str):
+    """Load a further backend output (fused image, disagreement map) as a volume or label map volume."""
+    properties = {"name": name, "show": False}
+    if extra.isLabel:
+        return slicer.util.loadLabelVolume(str(extra.path), properties)
+    return slicer.util.loadVolume(str(extra.path), properties)
+
+
+def exportLabelsForTraining(task: TaskSpec, segmentationNode, referenceVolumeNode, path: str) -> list[str]:
+    """Write the segmentation as a label map in the task's values on the reference grid (world coordinates).
+
+    Segments are matched to labels by name; a segment drawn over another overwrites it in segment order.
+    Returns the names of segments that match no label (left out).
+
+    Raises:
+        UserError: no segment matches a label of the task, or the file cannot be written.
+    """
+    segmentation = segmentationNode.GetSegmentation()
+    names = {segmentation.GetNthSegmentID(i): segmentation.GetNthSegment(i).GetName()
+             for i in range(segmentation.GetNumberOfSegments())}
+    values, unknown = segmentValues(task, list(names.values()))
+    if not values:
+        raise UserError(f"no segment is named like a {task.title} label "
+                        f"({', '.join(lab.name for lab in task.labels[:5])}...)")
+    labels = np.zeros(slicer.util.arrayFromVolume(referenceVolumeNode).shape, np.uint16)
+    for sid, name in names.items():
+        if name in values:
+            mask = slicer.util.arrayFromSegmentBinaryLabelmap(segmentationNode, sid, referenceVolumeNode)
+            labels[mask > 0] = values[name]
+    ijkToRas = vtk.vtkMatrix4x4()
+    referenceVolumeNode.GetIJKToRASMatrix(ijkToRas)
+    labelNode = slicer.util.addVolumeFromArray(labels, slicer.util.arrayFromVTKMatrix(ijkToRas),
+                                               "MultimodalSeg training labels", "vtkMRMLLabelMapVolumeNode")
+    try:
+        transform = referenceVolumeNode.GetParentTransformNode()
+        if transform is not None:
+            labelNode.SetAndObserveTransformNodeID(transform.GetID())
+        if not slicer.util.exportNode(labelNode, path, world=True):
+            raise UserError("cannot export the label map", path)
+    finally:
+        slicer.mrmlScene.RemoveNode(labelNode)
+    return unknown
+
+
+def sourceDescription(inputs: Mapping[str, object]) -> dict[str, object]:
+    """What the manifest records about the source case: the scene file and each input's node name and file."""
+    out: dict[str, object] = {"scene": slicer.mrmlScene.GetURL() or None, "inputs": {}}
+    for role, node in inputs.items():
+        if node is None:
+            continue
+        storage = node.GetStorageNode()
+        fileName = storage.GetFileName() if storage is not None else None
+        out["inputs"][role] = {"node": node.GetName(), "file": fileName and str(Path(fileName))}
+    return out

@@ -1,0 +1,59 @@
+"""Vertebrae and intervertebral discs from a registered CT and MR, with a fused image (MultimodalSeg)."""
+
+import slicer
+from MultimodalSegLib import ModuleText
+from MultimodalSegLib.Samples import registerSampleData
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleLogic,
+    ScriptedLoadableModuleTest,
+    ScriptedLoadableModuleWidget,
+)
+
+TASK_ID = "spine"
+
+
+class SpineCTMR(ScriptedLoadableModule):
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = "Spine CT-MR"
+        self.parent.categories = ModuleText.CATEGORIES
+        self.parent.dependencies = []
+        self.parent.contributors = ModuleText.CONTRIBUTORS
+        self.parent.helpText = ModuleText.helpText(TASK_ID)
+        self.parent.acknowledgementText = ModuleText.ACKNOWLEDGEMENT
+        slicer.app.connect("startupCompleted()", lambda: registerSampleData(TASK_ID))
+
+
+class SpineCTMRWidget(ScriptedLoadableModuleWidget):
+    """The task panel shared by all MultimodalSeg modules (MultimodalSegLib.Panel), built from the task spec."""
+
+    panel = None
+
+    def setup(self):
+        ScriptedLoadableModuleWidget.setup(self)
+        from MultimodalSegLib.Panel import TaskPanel
+
+        self.panel = TaskPanel(TASK_ID, self.layout, SpineCTMRLogic())
+
+    def cleanup(self):
+        if self.panel is not None:
+            self.panel.cleanup()
+
+
+class SpineCTMRLogic(ScriptedLoadableModuleLogic):
+    """Owns the parameter node; segmentation runs in the backend process (MultimodalSegLib.Runner)."""
+
+
+class SpineCTMRTest(ScriptedLoadableModuleTest):
+    def setUp(self):
+        slicer.mrmlScene.Clear()
+
+    def runTest(self):
+        self.setUp()
+        self.test_phantom_segmentation()
+
+    def test_phantom_segmentation(self):
+        from MultimodalSegLib.SelfTest import runTaskSelfTest
+
+        runTaskSelfTest(self, "SpineCTMR", TASK_ID, minimumDice=0.80, metric="vertebra")

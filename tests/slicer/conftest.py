@@ -1,0 +1,93 @@
+"""Fixtures for the Slicer layer's tests outside Slicer: MultimodalSegLib on the path, a Qt application
+(offscreen), the fake backend process (the only fake besides dialogs), and small volume files."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+REPO = Path(__file__).resolve().parents[2]
+MODULE_DIR = REPO / "MultimodalSeg"
+if str(MODULE_DIR) not in sys.path:
+    sys.path.insert(0, str(MODULE_DIR))  # Slicer puts the module folder on the path; so do we
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+
+class FakeProcess:
+    """Stands in for ``SlicerProcess.QtBackendProcess``: records ``start``/``kill`` and lets a test play the
+    backend's output and exit, in any chunking."""
+
+    instances: list[FakeProcess] = []
+
+    def __init__(self) -> None:
+        self.onStdout = self.onStderr = self.onFinished = self.onStartFailed = None
+        self.started: tuple[str, list[str], dict | None] | None = None
+        self.killed = False
+        FakeProcess.instances.append(self)
+
+    def start(self, program, arguments, environment) -> None:
+        self.started = (program, list(arguments), environment)
+
+    def kill(self) -> None:
+        self.killed = True
+
+    # what the test plays
+    def stdout(self, text: str) -> None:
+        self.onStdout(text.encode())
+
+    def stderr(self, text: str) -> None:
+        self.onStderr(text.encode())
+
+    def exit(self, code: int) -> None:
+        self.onFinished(code)
+
+
+@pytest.fixture
+def fake_process():
+    """A factory for the runner that makes :class:`FakeProcess` objects; ``.last`` is the newest one."""
+    FakeProcess.instances.clear()
+
+    class Factory:
+        def __call__(self) -> FakeProcess:
+            return FakeProcess()
+
+        @property
+        def last(self) -> FakeProcess:
+            return FakeProcess.instances[-1]
+
+    return Factory()
+
+
+@pytest.fixture(scope="session")
+def qapp():
+    from PySide6.QtWidgets import QApplication
+
+    return QApplication.instance() or QApplication([])
+
+
+def write_volume(path: Path, array: np.ndarray, spacing=(1.0, 1.0, 1.0), origin=(0.0, 0.0, 0.0),
+                 direction=None) -> Path:
+    """Write a (z, y, x) array with this geometry (NIfTI/NRRD by suffix)."""
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing(spacing)
+    image.SetOrigin(origin)
+    if direction is not None:
+        image.SetDirection(direction)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sitk.WriteImage(image, str(path))
+    return path
+
+
+@pytest.fixture
+def volume(tmp_path):
+    """``volume(name, array, **geometry)`` writes a volume under tmp_path and returns its path."""
+
+    def make(name: str, array: np.ndarray, **geometry) -> Path:
+        return write_volume(tmp_path / name, array, **geometry)
+
+    return make
