@@ -11,6 +11,12 @@ Metadata keys (``meta``):
     network: ``{"name": registry name, "config": keyword arguments}``
     preprocessing: ``{"spacing", "patch_size", "normalization": {role: scheme}, "roles": [...]}``
     training: the training configuration; metrics: validation metrics; demo: trained on phantoms
+    optional, read by inference: ``conditional_modality`` (the network's ``forward(x, modality=LongTensor(B))``
+    takes the task's modality index, CT 0 / MR 1), ``bf16_validated`` (Dice checked under bf16: CPU bf16 autocast
+    allowed), ``channels_last`` (measured to help: windows fed as ``channels_last_3d``), ``seconds``
+    (``{"cpu", "gpu", "cpu_machine", "gpu_machine"}`` measured per case, copied into the catalog), ``description``,
+    ``created``. ``preprocessing.spacing`` null means "the reference input's own spacing"; absent means the
+    task's. ``spacing`` and ``patch_size`` are ITK (x, y, z) order.
 """
 
 from __future__ import annotations

@@ -58,7 +58,12 @@ def read_image(path: str | os.PathLike, *, label: bool = False) -> sitk.Image:
     if not p.exists():
         raise UserError("file not found", p)
     try:
-        image = _read_dicom_series(p) if p.is_dir() else sitk.ReadImage(str(p))
+        if p.is_dir():
+            image = _read_dicom_series(p)
+        elif p.name.lower().endswith((".mgz", ".mgh")):
+            image = _read_mgh(p)
+        else:
+            image = sitk.ReadImage(str(p))
     except UserError:
         raise
     except RuntimeError as exc:
@@ -77,6 +82,34 @@ def read_image(path: str | os.PathLike, *, label: bool = False) -> sitk.Image:
         raise UserError(f"image holds {bad} NaN or infinite voxels", p)
     if label:
         return to_label_image(image, p)
+    return image
+
+
+def _read_mgh(path: Path) -> sitk.Image:
+    """FreeSurfer MGH/MGZ (``mri/T1.mgz``, ``mri/aseg.mgz``) through nibabel: SimpleITK has no MGH reader.
+
+    nibabel gives the voxel-to-RAS affine of an (x, y, z) array; ITK wants LPS, so the first two rows flip sign.
+    """
+    import nibabel
+
+    try:
+        mgh = nibabel.load(str(path))
+        data = np.asanyarray(mgh.dataobj)
+    except Exception as exc:  # nibabel raises several types for damaged files
+        raise UserError(f"cannot read image ({type(exc).__name__}: {exc})", path) from exc
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise UserError(f"image is {data.ndim}D ({'x'.join(map(str, data.shape))}); a 3D volume is needed", path)
+    affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ np.asarray(mgh.affine, float)
+    spacing = np.linalg.norm(affine[:3, :3], axis=0)
+    if not np.all(spacing > 0):
+        raise UserError("MGH affine has a zero voxel size", path)
+    native = data.astype(data.dtype.newbyteorder("="), copy=False)  # MGH is big-endian on disk
+    image = sitk.GetImageFromArray(np.ascontiguousarray(native.transpose(2, 1, 0)))
+    image.SetSpacing([float(v) for v in spacing])
+    image.SetDirection([float(v) for v in (affine[:3, :3] / spacing).ravel()])
+    image.SetOrigin([float(v) for v in affine[:3, 3]])
     return image
 
 

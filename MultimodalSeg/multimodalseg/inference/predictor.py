@@ -1,0 +1,309 @@
+"""The predictor: one model bundle, any case of its task, labels on the reference input's grid."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+from multimodalseg import catalog, io
+from multimodalseg import preprocessing as prep
+from multimodalseg.bundles import Bundle, load_bundle
+from multimodalseg.errors import UserError
+from multimodalseg.inference import postprocess
+from multimodalseg.inference.devices import choose_precision, precision_name, resolve_device
+from multimodalseg.inference.engine import (
+    NetworkInput,
+    WindowSettings,
+    count_windows,
+    crop_margin_voxels,
+    predict_probabilities,
+    run_with_fallback,
+)
+from multimodalseg.progress import ProgressCallback, Stages
+from multimodalseg.tasks import get_task
+from multimodalseg.tasks.spec import TaskSpec
+
+InputValue = str | os.PathLike | sitk.Image
+
+
+@dataclass
+class Result:
+    """What :meth:`Predictor.predict` returns.
+
+    Attributes:
+        labels: label map with the task's output values (uint8, or uint16 above 255), exactly on the reference
+            input's grid.
+        indices: the same map as training indices ``(Z, Y, X)``.
+        timings: seconds per stage (``load``, ``preprocess``, ``sliding window``, ``postprocess``, ``write``) and
+            ``total``.
+        report: JSON-ready summary (inputs, model, device, settings, timings, volumes in mL).
+        probabilities: ``(K, Z, Y, X)`` float32 softmax or sigmoid on ``probability_grid`` (network spacing, cropped
+            to the foreground box), when asked for.
+    """
+
+    labels: sitk.Image
+    indices: np.ndarray
+    timings: dict[str, float]
+    report: dict[str, Any]
+    probabilities: np.ndarray | None = None
+    probability_grid: sitk.Image | None = None
+    outputs: dict[str, str] = field(default_factory=dict)
+
+    def write(self, path: str | os.PathLike) -> Path:
+        """Write the label map atomically (``io.write_image``)."""
+        return io.write_image(self.labels, path)
+
+
+def load_model(task_id: str, model: str | os.PathLike | None) -> Bundle:
+    """A bundle from ``model``: None (the task's newest catalog model), a catalog id, or a bundle file path.
+
+    Raises:
+        UserError: no model for the task, unknown id, missing/tampered/truncated bundle, a bundle of another task.
+    """
+    task = get_task(task_id)
+    text = None if model is None else os.fspath(model)
+    if text is None:
+        entry = catalog.default_for(task.id)
+    elif text.endswith(".pt") or os.sep in text or Path(text).exists():
+        return load_bundle(text, task=task.id)
+    else:
+        entry = catalog.find(text, task.id)
+    return load_bundle(catalog.fetch(entry), sha256=entry.sha256, task=task.id)
+
+
+class Predictor:
+    """Segments cases of one task with one model bundle.
+
+    Args:
+        bundle: a loaded bundle (``bundles.load_bundle`` or :func:`load_model`).
+        device: ``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:N``.
+        tta: average the probabilities over the 8 flips of the 3 axes (8x the time).
+        sw_batch_size: windows per forward call.
+        overlap: sliding-window overlap in [0, 1); Gaussian blending when above 0. None: the bundle's
+            ``inference.overlap``, else 0.25.
+        progress: receives ``started``, ``progress`` and ``warning`` events (``multimodalseg.progress``).
+        precision: ``auto`` (AMP on CUDA; fp32 on CPU unless the bundle validated bf16), ``fp32``, ``bf16``, ``fp16``.
+        crop: run the network only on the foreground bounding box of the inputs, grown by the bundle's
+            ``preprocessing.crop_margin`` voxels (training's), else by ``crop_margin_mm``; voxels
+            outside are background. Background = zero for MR/PET channels, below -500 HU for CT channels.
+        modality: ``ct`` or ``mr`` for bundles whose network is conditioned on it (``meta["conditional_modality"]``).
+        convention: write label values in this convention of the task (e.g. ``brats2023``).
+        keep_probabilities: keep the network-grid probabilities in the result.
+
+    Bundle metadata used (``bundles.py`` lists the keys): ``preprocessing.patch_size`` (window, ITK order; default
+    the task's), ``preprocessing.spacing`` (network spacing; null: the reference's own; absent: the task's),
+    ``preprocessing.normalization`` (role -> scheme, default the task's), ``preprocessing.roles`` (channel order),
+    ``network.config.spatial_dims`` (2: slice-wise), ``conditional_modality``, ``bf16_validated``, ``channels_last``.
+    The label table must use the task's label names and training indices.
+    """
+
+    def __init__(self, bundle: Bundle, device: str = "auto", *, tta: bool = False, sw_batch_size: int = 1,
+                 overlap: float | None = None, progress: ProgressCallback | None = None, precision: str = "auto",
+                 crop: bool = True, crop_margin_mm: float = 10.0, modality: str | None = None,
+                 convention: str | None = None, keep_probabilities: bool = False) -> None:
+        if sw_batch_size < 1:
+            raise UserError(f"sw-batch-size must be at least 1, got {sw_batch_size}")
+        self.bundle = bundle
+        self.task = get_task(bundle.task)
+        self.meta = bundle.meta
+        pre = self.meta.get("preprocessing", {}) or {}
+        self.roles = _check_roles(self.task, pre.get("roles"), bundle.path)
+        _check_labels(self.task, self.meta.get("labels", []), bundle.path)
+        self.spacing = tuple(pre["spacing"]) if pre.get("spacing") is not None else (
+            None if "spacing" in pre else self.task.spacing)
+        self.schemes = dict(pre.get("normalization") or {})
+        config = self.meta["network"].get("config", {})
+        window = self.meta.get("inference", {}) or {}
+        if overlap is None:
+            overlap = float(window.get("overlap", 0.25))
+        if not 0.0 <= overlap < 1.0:
+            raise UserError(f"overlap must be in [0, 1), got {overlap}")
+        roi = prep.zyx(window.get("roi_size") or pre.get("patch_size") or self.task.patch_size)
+        self.settings = WindowSettings(tuple(int(r) for r in roi), overlap, sw_batch_size, tta)
+        self.crop_margin = pre.get("crop_margin")  # voxels on the reference grid, as in training
+        self.two_d = config.get("spatial_dims", 3) == 2
+        self.device = resolve_device(device)
+        self.autocast = choose_precision(precision, self.device, self.meta)
+        self.progress = progress
+        self.crop, self.crop_margin_mm = crop, crop_margin_mm
+        self.modality = modality
+        self.convention = convention
+        if convention is not None:
+            self.task.values(convention)  # an unknown convention fails now, not after the network pass
+        self.keep_probabilities = keep_probabilities
+        # Per-architecture layout flag, set by whoever measured it to help (PERFORMANCE.md §2.6).
+        self.channels_last = bool(self.meta.get("channels_last")) and not self.two_d
+        self.model = bundle.build_model().to(self.device)
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last_3d)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        self._check_channels(config)
+
+    @classmethod
+    def from_model(cls, task_id: str, model: str | os.PathLike | None = None, **options: Any) -> Predictor:
+        return cls(load_model(task_id, model), **options)
+
+    def _check_channels(self, config: Mapping[str, Any]) -> None:
+        expected_out = len(self.task.regions) if self.task.output_kind == "regions" else self.task.num_classes
+        if "in_channels" in config and int(config["in_channels"]) != len(self.roles):
+            raise UserError(f"bundle network takes {config['in_channels']} input channels, task {self.task.id} has "
+                            f"{len(self.roles)} inputs", self.bundle.path)
+        if "out_channels" in config and int(config["out_channels"]) != expected_out:
+            raise UserError(f"bundle network has {config['out_channels']} output channels, task {self.task.id} "
+                            f"needs {expected_out} ({self.task.output_kind})", self.bundle.path)
+
+    def _modality_index(self, modality: str | None) -> int | None:
+        if not self.meta.get("conditional_modality"):
+            return None
+        known = self.task.modalities
+        if modality is None:
+            raise UserError(f"model {self.bundle.id} is conditioned on the modality: pass --modality "
+                            f"{'|'.join(known)}")
+        if modality.lower() not in known:
+            raise UserError(f"unknown modality '{modality}' for task {self.task.id} (use {', '.join(known)})")
+        return known.index(modality.lower())
+
+    def predict(self, inputs: Mapping[str, InputValue], *, output: str | os.PathLike | None = None,
+                modality: str | None = None, span: tuple[float, float] = (0.0, 1.0),
+                extra: Mapping[str, Any] | None = None) -> Result:
+        """Segment one case.
+
+        Args:
+            inputs: role -> file, DICOM folder or ``sitk.Image``.
+            output: write the label map here (atomically) as the last stage.
+            modality: overrides the predictor's ``modality`` for this case.
+            span, extra: progress fractions cover ``span`` of the run and events carry ``extra`` (batch mode).
+        """
+        t_start = time.perf_counter()
+        task = self.task
+        modality_index = self._modality_index(modality or self.modality)
+        stages = Stages(self.progress, span=span, extra=dict(extra or {}))
+        paths = {r: os.fspath(p) for r, p in inputs.items() if not isinstance(p, sitk.Image)}
+        stages.emit({"event": "started", "task": task.id, "model": self.bundle.id,
+                     "version": str(self.meta.get("version")), "device": str(self.device), "inputs": paths})
+
+        stages.start("load")
+        images = prep.load_inputs(task, inputs)
+
+        stages.start("preprocess")
+        raw, reference = prep.to_reference_grid(task, images, paths)
+        box = None
+        if self.crop:
+            margin = self.crop_margin if self.crop_margin is not None else \
+                crop_margin_voxels(reference.GetSpacing(), self.crop_margin_mm)
+            box = prep.bounding_box(prep.foreground_mask(task, raw), margin)
+            if box is not None and all(s.start == 0 and s.stop == n for s, n in zip(box, raw.shape[1:])):
+                box = None
+        sub = reference
+        if box is not None:
+            raw, sub = raw[(slice(None), *box)], prep.crop_image(reference, box)
+        normalized = prep.normalize_channels(task, raw, self.schemes)
+        normalized = normalized[[task.roles.index(r) for r in self.roles]]
+        array, grid = prep.to_spacing(normalized, sub, self.spacing)
+        del raw, normalized
+
+        stages.start("sliding window")
+        windows = count_windows(array.shape[1:], self.settings.roi, self.settings.overlap)
+        total = windows * len(self.settings.flips())
+        done = [0]
+
+        def on_windows(n: int) -> None:
+            done[0] += n
+            stages.update(done[0] / total)
+
+        activation = "sigmoid" if task.output_kind == "regions" else "softmax"
+        net = NetworkInput(self.model, activation, modality_index, self.two_d, on_windows, self.channels_last)
+
+        def run(compute: torch.device, stitch: torch.device) -> torch.Tensor:
+            done[0] = 0
+            self.model.to(compute)
+            return predict_probabilities(net, array, self.settings, compute, stitch, self.autocast)
+
+        def warn(message: str) -> None:
+            stages.emit({"event": "warning", "message": message})
+
+        probs, used = run_with_fallback(run, self.device, warn)
+
+        stages.start("postprocess")
+        if task.output_kind == "regions":
+            prediction = probs.cpu().numpy()
+        else:
+            dtype = torch.uint8 if task.num_classes <= 256 else torch.int16
+            prediction = probs.argmax(0).to(dtype).cpu().numpy()  # argmax before any resampling
+        kept = probs.cpu().numpy() if self.keep_probabilities else None
+        del probs
+        voxel_ml = float(np.prod(grid.GetSpacing())) / 1000.0
+        options = {"threshold": 0.5, "spacing": tuple(grid.GetSpacing()), "voxel_ml": voxel_ml,
+                   "modality": (modality or self.modality)}
+        indices_grid = postprocess.apply(prediction, task, options)
+        indices_sub = prep.labels_to_grid(indices_grid, grid, sub)
+        if box is None:
+            indices = indices_sub.astype(postprocess.index_dtype(task), copy=False)
+        else:
+            indices = np.zeros(reference.GetSize()[::-1], postprocess.index_dtype(task))
+            indices[box] = indices_sub
+        values = prep.indices_to_values(indices, task, self.convention)
+        out_dtype = np.uint8 if values.max(initial=0) <= 255 and max(task.index_to_value(self.convention).values()) \
+            <= 255 else np.uint16
+        labels = io.copy_geometry(values.astype(out_dtype), reference)
+        label_ml, region_ml = postprocess.volumes_ml(indices, task, float(np.prod(reference.GetSpacing())) / 1000.0)
+
+        outputs: dict[str, str] = {}
+        stages.start("write")
+        if output is not None:
+            outputs["labels"] = os.fspath(io.write_image(labels, output))
+        stages.stop()
+        timings = {**stages.timings, "total": round(time.perf_counter() - t_start, 4)}
+        report = {
+            "task": task.id,
+            "inputs": {r: _describe(images[r], paths.get(r)) for r in images},
+            "reference": task.reference_role,
+            "model": {"id": self.bundle.id, "version": str(self.meta.get("version")), "sha256": self.bundle.sha256,
+                      "path": os.fspath(self.bundle.path), "network": self.meta["network"]["name"],
+                      "demo": bool(self.meta.get("demo", False))},
+            "device": str(used), "precision": precision_name(self.autocast if used.type == self.device.type else None),
+            "settings": {"tta": self.settings.tta, "overlap": self.settings.overlap,
+                         "sw_batch_size": self.settings.sw_batch_size, "roi_zyx": list(self.settings.roi),
+                         "network_spacing": list(grid.GetSpacing()), "windows": windows,
+                         "crop_zyx": [[s.start, s.stop] for s in box] if box else None,
+                         "modality": modality or self.modality, "convention": self.convention},
+            "timings": timings,
+            "volumes_ml": label_ml,
+            "regions_ml": region_ml,
+            "outputs": outputs,
+        }
+        return Result(labels, indices, timings, report, kept, grid if kept is not None else None, outputs)
+
+
+def _describe(image: sitk.Image, path: str | None) -> dict[str, Any]:
+    return {"path": path, "size": list(image.GetSize()), "spacing": [round(s, 6) for s in image.GetSpacing()]}
+
+
+def _check_roles(task: TaskSpec, roles: Any, path: Path) -> tuple[str, ...]:
+    if not roles:
+        return task.roles
+    if sorted(roles) != sorted(task.roles):
+        raise UserError(f"bundle inputs {', '.join(roles)} do not match task {task.id} inputs "
+                        f"{', '.join(task.roles)}", path)
+    return tuple(roles)
+
+
+def _check_labels(task: TaskSpec, labels: Any, path: Path) -> None:
+    """The bundle's label table must name the task's labels with the task's training indices."""
+    for lab in labels or []:
+        try:
+            spec = task.label(str(lab.get("name")))
+        except KeyError:
+            raise UserError(f"bundle label '{lab.get('name')}' is not a {task.id} label", path) from None
+        if int(lab.get("index", spec.index)) != spec.index:
+            raise UserError(f"bundle label '{spec.name}' has index {lab['index']}, task {task.id} uses {spec.index}",
+                            path)
