@@ -18,6 +18,11 @@ NETWORKS: dict[str, str] = {
     "basic_unet": "monai.networks.nets:BasicUNet",
     "unet": "monai.networks.nets:UNet",
     "segresnet": "monai.networks.nets:SegResNet",
+    "dmfnet": "multimodalseg.nets.dmfnet:DMFNet",
+    "uxnet": "multimodalseg.nets.uxnet:UXNet",
+    "dual_uxnet": "multimodalseg.nets.dual_uxnet:DualUXNet",
+    "cddfuse": "multimodalseg.nets.cddfuse:CDDFuse",
+    "mcf": "multimodalseg.nets.mcf:MCFNet",
 }
 
 

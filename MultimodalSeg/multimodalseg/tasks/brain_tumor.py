@@ -42,6 +42,7 @@ TASK = TaskSpec(
     spacing=(1.0, 1.0, 1.0),
     patch_size=(128, 128, 128),
     network="dmfnet",
+    postprocess="multimodalseg.postprocessing.brats:postprocess",
     # The task's own values follow BraTS 2017-2022 (ET = 4).
     label_conventions={
         "brats2021": {NCR: 1, ED: 2, ET: 4},

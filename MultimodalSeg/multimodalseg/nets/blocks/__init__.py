@@ -1,0 +1,1 @@
+"""Building blocks of the paper networks that MONAI does not provide."""
