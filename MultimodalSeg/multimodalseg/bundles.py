@@ -22,14 +22,13 @@ Metadata keys (``meta``):
 from __future__ import annotations
 
 import hashlib
-import io as _io
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from multimodalseg.errors import UserError
+from multimodalseg.fileutil import atomic_write, atomic_write_text
 
 BUNDLE_FORMAT = "multimodalseg-bundle/1"
 REQUIRED_META = ("id", "version", "task", "network", "labels")
@@ -95,14 +94,9 @@ def save_bundle(path: str | os.PathLike, state_dict: dict[str, Any], meta: dict[
     p.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": BUNDLE_FORMAT, "meta": {**meta, "format": BUNDLE_FORMAT},
                "state_dict": {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}}
-    buffer = _io.BytesIO()
-    torch.save(payload, buffer)
-    fd, tmp = tempfile.mkstemp(prefix=".partial-", suffix=".pt", dir=p.parent)
-    with os.fdopen(fd, "wb") as f:
-        f.write(buffer.getvalue())
-    os.replace(tmp, p)
+    atomic_write(p, lambda tmp: torch.save(payload, tmp), ".pt")
     digest = sha256_file(p)
-    sidecar_path(p).write_text(f"{digest}  {p.name}\n")
+    atomic_write_text(sidecar_path(p), f"{digest}  {p.name}\n")
     return digest
 
 

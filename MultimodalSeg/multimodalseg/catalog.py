@@ -17,7 +17,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 import urllib.request
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from multimodalseg.errors import UserError
+from multimodalseg.fileutil import atomic_write, atomic_write_json, atomic_write_text, publish, temporary_beside
 
 CATALOG_FORMAT = "multimodalseg-catalog/1"
 SHIPPED_DIR = Path(__file__).resolve().parent / "models"
@@ -170,13 +170,7 @@ def write_catalog(path: str | os.PathLike, entries: Iterable[Entry]) -> Path:
     errors = validate(data)
     if errors:
         raise ValueError(f"refusing to write an invalid catalog: {'; '.join(errors[:3])}")
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".partial-", suffix=".json", dir=p.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, p)
-    return p
+    return atomic_write_json(p, data)
 
 
 def version_key(version: str) -> tuple:
@@ -236,9 +230,7 @@ def fetch(entry: Entry) -> Path:
         raise UserError(f"catalog entry '{entry.id}' has neither file nor url", entry.catalog)
     if path.exists() or not entry.url:
         return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".partial-", suffix=".pt", dir=path.parent)
-    os.close(fd)
+    tmp = temporary_beside(path, ".pt")
     try:
         with urllib.request.urlopen(entry.url, timeout=60) as response, open(tmp, "wb") as out:  # noqa: S310
             shutil.copyfileobj(response, out)
@@ -253,7 +245,7 @@ def fetch(entry: Entry) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise UserError(f"downloaded model '{entry.id}' has sha256 {actual[:12]}..., the catalog says "
                         f"{entry.sha256[:12]}...: damaged or changed download", entry.url)
-    os.replace(tmp, path)
+    publish(tmp, path)
     return path
 
 
@@ -315,11 +307,8 @@ def add_to_user_catalog(source: str | os.PathLike, meta: Mapping[str, Any], sha2
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         if Path(source).resolve() != target.resolve():
-            fd, tmp = tempfile.mkstemp(prefix=".partial-", suffix=".pt", dir=target.parent)
-            os.close(fd)
-            shutil.copyfile(source, tmp)
-            os.replace(tmp, target)
-        Path(f"{target}.sha256").write_text(f"{sha256}  {name}\n")
+            atomic_write(target, lambda tmp: shutil.copyfile(source, tmp), ".pt")
+        atomic_write_text(f"{target}.sha256", f"{sha256}  {name}\n")
         write_catalog(user_catalog(), [e for e in existing if e not in clash] + [entry])
     except OSError as exc:
         raise UserError(f"cannot write the model cache ({exc.strerror or exc})", cache_dir()) from exc

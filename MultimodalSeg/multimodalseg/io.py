@@ -9,7 +9,6 @@ Coordinates: SimpleITK (like ITK and DICOM) works in LPS physical space; Slicer 
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from multimodalseg.errors import UserError
+from multimodalseg.fileutil import atomic_write
 
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".mgz")
 
@@ -176,20 +176,8 @@ def write_image(image: sitk.Image, path: str | os.PathLike, *, compress: bool = 
     p = Path(path)
     if not has_volume_suffix(p):
         raise UserError(f"unsupported output format; use one of {', '.join(VOLUME_SUFFIXES)}", p)
-    try:
-        p.parent.mkdir(parents=True, exist_ok=True)
-        suffix = next(s for s in VOLUME_SUFFIXES if p.name.lower().endswith(s))
-        fd, tmp = tempfile.mkstemp(prefix=".partial-", suffix=suffix, dir=p.parent)
-        os.close(fd)
-    except OSError as exc:
-        raise UserError(f"cannot write output ({exc.strerror or exc})", p) from exc
-    try:
-        sitk.WriteImage(image, tmp, compress)
-        os.replace(tmp, p)
-    except (RuntimeError, OSError) as exc:
-        Path(tmp).unlink(missing_ok=True)
-        raise UserError(f"cannot write output ({str(exc).strip().splitlines()[-1]})", p) from exc
-    return p
+    suffix = next(s for s in VOLUME_SUFFIXES if p.name.lower().endswith(s))
+    return atomic_write(p, lambda tmp: sitk.WriteImage(image, tmp, compress), suffix)
 
 
 def same_geometry(a: sitk.Image, b: sitk.Image, tol: float = 1e-5) -> bool:

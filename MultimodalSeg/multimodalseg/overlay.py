@@ -8,7 +8,6 @@ the picture's left in axial and coronal views, anterior on the left in sagittal 
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import SimpleITK as sitk
 from PIL import Image, ImageDraw, ImageFont
 
 from multimodalseg.errors import UserError
+from multimodalseg.fileutil import atomic_write
 from multimodalseg.io import physical_bounds
 from multimodalseg.tasks import TaskSpec, get_task
 
@@ -144,19 +144,7 @@ def _save(picture: Image.Image, path: str | os.PathLike) -> Path:
     p = Path(path)
     if not p.name.lower().endswith(".png"):
         raise UserError("overlay pictures are PNG; use a .png name", p)
-    try:
-        p.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".partial-", suffix=".png", dir=p.parent)
-        os.close(fd)
-    except OSError as exc:
-        raise UserError(f"cannot write output ({exc.strerror or exc})", p) from exc
-    try:
-        picture.save(tmp, format="PNG")
-        os.replace(tmp, p)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        raise UserError(f"cannot write output ({exc.strerror or exc})", p) from exc
-    return p
+    return atomic_write(p, lambda tmp: picture.save(tmp, format="PNG"), ".png")
 
 
 def save_overlay_png(

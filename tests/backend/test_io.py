@@ -151,3 +151,15 @@ def test_dicom_series_with_per_slice_rescale(tmp_path):
         ds.save_as(path)
     values = sitk.GetArrayFromImage(io.read_image(tmp_path))[:, 0, 0]
     np.testing.assert_allclose(values, [100 * s for s in slopes], rtol=1e-6)
+
+
+def test_written_files_get_normal_permissions(tmp_path):
+    # Atomic writes go through mkstemp (0600); outputs must be readable like any file the user creates.
+    import os
+
+    mask = os.umask(0o022)
+    try:
+        path = io.write_image(io.make_image(np.zeros((2, 2, 2), np.float32)), tmp_path / "out.nrrd")
+    finally:
+        os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o644

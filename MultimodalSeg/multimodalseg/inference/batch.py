@@ -17,7 +17,6 @@ Outputs are ``OUTPUT_DIR/CASE.nii.gz`` (written last, so it marks the case done)
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import tempfile
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from multimodalseg import io
+from multimodalseg.fileutil import atomic_write_json
 from multimodalseg.tasks.spec import TaskSpec
 
 # Names used by public datasets for a role, beyond the role itself (BraTS 2023 / MSD naming).
@@ -106,18 +106,7 @@ def output_paths(output_dir: str | os.PathLike, case_id: str) -> tuple[Path, Pat
 
 def write_json(data: dict, path: str | os.PathLike) -> Path:
     """Write JSON atomically (temporary file beside the target, then rename)."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".partial-", suffix=".json", dir=p.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, default=str)
-            f.write("\n")
-        os.replace(tmp, p)
-    except OSError:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return p
+    return atomic_write_json(path, data)
 
 
 def _emit(reporter: Callable[[dict[str, Any]], None] | None, event: dict[str, Any]) -> None:

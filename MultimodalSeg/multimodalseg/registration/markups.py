@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from multimodalseg.errors import UserError
-from multimodalseg.registration._files import atomic_write_text
+from multimodalseg.fileutil import atomic_write_text
 
 MARKUPS_SCHEMA = (
     "https://raw.githubusercontent.com/slicer/slicer/master/Modules/Loadable/Markups/Resources/Schema/"

@@ -24,7 +24,7 @@ from pathlib import Path
 import SimpleITK as sitk
 
 from multimodalseg.errors import UserError
-from multimodalseg.registration._files import atomic_write
+from multimodalseg.fileutil import atomic_write
 from multimodalseg.registration.landmarks import LandmarkFit
 
 TRANSFORM_SUFFIXES = (".tfm", ".txt", ".h5", ".hdf5")

@@ -27,6 +27,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from multimodalseg.errors import UserError
+from multimodalseg.fileutil import publish
 from multimodalseg.io import overlap_fraction, resample_to_reference, same_geometry
 
 PEAK_RADIUS_MM = (3000.0 / (4.0 * math.pi)) ** (1.0 / 3.0)  # 6.2035 mm: a sphere of 1 mL
@@ -153,7 +154,7 @@ def write_statistics(
             with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
                 f.write(text)
         for tmp, path in temps:
-            os.replace(tmp, path)
+            publish(tmp, path)
     except OSError as exc:
         for tmp, _ in temps:
             Path(tmp).unlink(missing_ok=True)
