@@ -58,4 +58,6 @@ TASK = TaskSpec(
     spacing=(1.0, 1.0, 1.0),
     patch_size=(96, 96, 96),
     network="dual_uxnet",
+    # Real aseg files also hold cerebral white matter and cortex, which are not among the 45 aseg.stats structures.
+    label_aliases={2: 0, 3: 0, 41: 0, 42: 0},
 )

@@ -1,0 +1,345 @@
+"""Training configuration: typed dataclasses, loaded from YAML, overridden from the command line.
+
+Hyper-parameters are data (STYLE.md §5): one :class:`TrainingConfig` holds everything a run needs, and
+``to_dict``/``from_dict`` round-trip it through plain YAML/JSON types. ``--set key.sub=value`` overrides any
+field; the value is parsed as YAML (``--set train.epochs=5``, ``--set model.config.features=[4,4,8,16,32,4]``).
+Unknown keys and values of the wrong type are :class:`UserError` naming the key.
+
+Example:
+    >>> cfg = load_config("training/configs/brain-tumor.yaml", overrides=["train.epochs=2"])
+    >>> cfg.train.epochs
+    2
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from multimodalseg.errors import UserError
+
+Precision = Literal["auto", "fp32", "fp16", "bf16"]
+
+
+@dataclass
+class DataConfig:
+    """Where the cases are and how they are split and prepared.
+
+    Args:
+        root: dataset folder (``--data`` overrides); None until given.
+        layout: ``auto`` or a name in ``training.datasets.LAYOUTS`` (``brats``, ``msd``, ``mmwhs``, ``freesurfer``,
+            ``spine``, ``nnunet``).
+        label_convention: label values of the files (``brats2023``, ``msd``...); None: the layout's default.
+        co_registered: the modalities of a case share one grid (BraTS, MSD do); None: the layout's default.
+            When true, the integrity check reports modalities on different grids.
+        val_fraction: share of labelled cases held out for validation (at least one when there are 2+ cases).
+        val_cases: explicit validation case ids (override ``val_fraction``).
+        spacing: network spacing in mm, ITK (x, y, z) order; None: the task's; ``[]``: keep the reference's.
+        crop_margin: crop to the foreground box grown by this many voxels; None: no crop.
+        cache: keep prepared cases in memory (MONAI ``CacheDataset``).
+        num_workers: DataLoader worker processes.
+    """
+
+    root: str | None = None
+    layout: str = "auto"
+    label_convention: str | None = None
+    co_registered: bool | None = None
+    val_fraction: float = 0.2
+    val_cases: list[str] = field(default_factory=list)
+    spacing: list[float] | None = None
+    crop_margin: int | None = None
+    cache: bool = True
+    num_workers: int = 0
+
+
+@dataclass
+class ModelConfig:
+    """The network, by registry name (``multimodalseg.nets.NETWORKS``).
+
+    Args:
+        network: registry name; None: the task's network.
+        config: keyword arguments; ``spatial_dims``, ``in_channels`` and ``out_channels`` are filled from the task.
+    """
+
+    network: str | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class LossConfig:
+    """The loss, by name in ``training.losses.LOSSES`` (softmax or sigmoid chosen from the task's output kind)."""
+
+    name: str = "dice_ce"
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class OptimizerConfig:
+    """Optimiser by name (``adamw``, ``adam``, ``sgd``); ``config`` holds extra keyword arguments (``momentum``)."""
+
+    name: str = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 1e-5
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SchedulerConfig:
+    """Learning-rate schedule stepped once per epoch: ``none``, ``cosine``, ``poly`` (``power``), ``step``."""
+
+    name: str = "none"
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class AugmentationConfig:
+    """Patch sampling and random augmentation (MONAI dictionary transforms).
+
+    Args:
+        patch_size: training patch, ITK (x, y, z) order, voxels; None: the task's.
+        samples_per_case: patches drawn per case per epoch (``RandCropByPosNegLabeld.num_samples``).
+        pos_fraction: share of patches centred on foreground.
+        flip_prob: probability of a flip, per axis.
+        intensity_prob: probability of the intensity scale and shift each.
+        intensity_scale, intensity_shift: factors of ``RandScaleIntensityd`` / ``RandShiftIntensityd``.
+        enabled: False: plain random crops only (no flips or intensity changes).
+    """
+
+    patch_size: list[int] | None = None
+    samples_per_case: int = 2
+    pos_fraction: float = 0.5
+    flip_prob: float = 0.5
+    intensity_prob: float = 0.5
+    intensity_scale: float = 0.1
+    intensity_shift: float = 0.1
+    enabled: bool = True
+
+
+@dataclass
+class TrainConfig:
+    """The loop.
+
+    Args:
+        epochs: maximum number of epochs.
+        batch_size: global batch (split evenly over DDP processes).
+        precision: ``auto`` (fp16 autocast on CUDA, fp32 on CPU), ``fp32``, ``fp16`` (CUDA only), ``bf16``.
+        grad_clip: maximum gradient norm; 0 disables clipping.
+        val_interval: validate every this many epochs.
+        patience: stop after this many validations without improvement; 0 disables early stopping.
+        min_delta: improvement needed to count as better.
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N``.
+        checkpoint_interval: also keep ``epoch_NNNN.pt`` every this many epochs; 0: only last and best.
+        threads: CPU threads of torch (``torch.set_num_threads``); None: torch's default. On a shared or busy
+            machine 1-2 threads are often faster than more (OpenMP threads wait for each other).
+    """
+
+    epochs: int = 100
+    batch_size: int = 2
+    precision: Precision = "auto"
+    grad_clip: float = 12.0
+    val_interval: int = 1
+    patience: int = 20
+    min_delta: float = 0.0
+    device: str = "auto"
+    checkpoint_interval: int = 0
+    threads: int | None = None
+
+
+@dataclass
+class ValidationConfig:
+    """Sliding-window validation (MONAI ``sliding_window_inference``); ``roi_size`` None: the patch size."""
+
+    roi_size: list[int] | None = None
+    overlap: float = 0.5
+    sw_batch_size: int = 1
+    mode: Literal["gaussian", "constant"] = "gaussian"
+
+
+@dataclass
+class LoggingConfig:
+    """TensorBoard events and a CSV table under the run folder; tqdm progress (``auto``: only on a terminal)."""
+
+    tensorboard: bool = True
+    csv: bool = True
+    progress: Literal["auto", "always", "never"] = "auto"
+
+
+@dataclass
+class TrainingConfig:
+    """Everything one training run needs.
+
+    Args:
+        task: task id (``brain-tumor``...).
+        name: model id written into the exported bundle.
+        version: model version string.
+        seed: seeds Python, numpy, torch and every MONAI random transform.
+        demo: the model is trained on synthetic phantoms (the catalog shows it).
+        init_from: a model bundle whose weights start the run (fine-tuning).
+    """
+
+    task: str = "brain-tumor"
+    name: str = "model"
+    version: str = "0.1.0"
+    seed: int = 0
+    demo: bool = False
+    init_from: str | None = None
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str | None = None) -> TrainingConfig:
+        """Build and type-check from plain types; unknown keys are a UserError (``source`` names the file)."""
+        return _build(cls, data, "", source)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain types only (YAML and JSON ready); ``from_dict(to_dict())`` gives an equal config."""
+        return dataclasses.asdict(self)
+
+    def with_overrides(self, overrides: list[str]) -> TrainingConfig:
+        """A copy with ``key.sub=value`` assignments applied (values parsed as YAML)."""
+        data = self.to_dict()
+        for item in overrides:
+            key, value = parse_override(item)
+            _assign(data, key, value)
+        return TrainingConfig.from_dict(data, source="--set")
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> TrainingConfig:
+    """Read a YAML config (defaults when ``path`` is None), then apply ``--set`` overrides."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise UserError("config file not found", p)
+        try:
+            loaded = yaml.safe_load(p.read_text())
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            raise UserError(f"invalid YAML{where}: {getattr(exc, 'problem', None) or exc}", p) from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UserError(f"cannot read config ({exc})", p) from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise UserError(f"config must be a mapping of keys to values, not a {type(loaded).__name__}", p)
+        data = loaded
+    config = TrainingConfig.from_dict(data, source=None if path is None else os.fspath(path))
+    return config.with_overrides(overrides) if overrides else config
+
+
+def save_config(config: TrainingConfig, path: str | os.PathLike) -> Path:
+    """Write the config as YAML atomically (what ``load_config`` reads back)."""
+    from multimodalseg.fileutil import atomic_write_text
+
+    return atomic_write_text(path, yaml.safe_dump(config.to_dict(), sort_keys=False))
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """``"train.epochs=5"`` -> ``("train.epochs", 5)``; the value is YAML (``null``, ``[1, 2]``, ``true``)."""
+    key, sep, text = item.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise UserError(f"override '{item}' must look like key.sub=value", "--set")
+    try:
+        return key, yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError:
+        raise UserError(f"override '{item}': value is not valid YAML", "--set") from None
+
+
+def _assign(data: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    node: Any = data
+    for i, part in enumerate(parts[:-1]):
+        if not isinstance(node, dict) or part not in node:
+            raise UserError(f"unknown config key '{'.'.join(parts[:i + 1])}'", "--set")
+        if node[part] is None:  # a free-form mapping not set yet
+            node[part] = {}
+        node = node[part]
+    if not isinstance(node, dict):
+        raise UserError(f"config key '{'.'.join(parts[:-1])}' holds a value, not a section", "--set")
+    node[parts[-1]] = value  # unknown leaf keys are caught by from_dict
+
+
+def _build(cls: type, data: Any, prefix: str, source: str | None) -> Any:
+    if not isinstance(data, dict):
+        raise UserError(f"config section '{prefix.rstrip('.') or 'top level'}' must be a mapping", source)
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise UserError(f"unknown config key '{prefix}{unknown[0]}' (known in this section: "
+                        f"{', '.join(sorted(known))})", source)
+    kwargs = {name: _convert(hints[name], value, f"{prefix}{name}", source) for name, value in data.items()}
+    return cls(**kwargs)
+
+
+def _convert(hint: Any, value: Any, key: str, source: str | None) -> Any:
+    """Check ``value`` against the annotation ``hint`` (and coerce int -> float, list -> tuple where typed)."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, {} if value is None else value, f"{key}.", source)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for option in (a for a in args if a is not type(None)):
+            try:
+                return _convert(option, value, key, source)
+            except UserError as exc:
+                errors.append(exc)
+        raise errors[0]
+    if origin is Literal:
+        if value not in args:
+            raise UserError(f"config key '{key}' must be one of {', '.join(map(str, args))}, not {value!r}", source)
+        return value
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise _type_error(key, "a list", value, source)
+        return [_convert(args[0], v, f"{key}[{i}]", source) for i, v in enumerate(value)] if args else list(value)
+    if origin is dict or hint is dict:
+        if not isinstance(value, dict):
+            raise _type_error(key, "a mapping", value, source)
+        return dict(value)
+    if hint is Any:
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise _type_error(key, "true or false", value, source)
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _type_error(key, "an integer", value, source)
+        return value
+    if hint is float:
+        if isinstance(value, str):  # PyYAML reads 1e-3 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                raise _type_error(key, "a number", value, source) from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise _type_error(key, "a number", value, source)
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise _type_error(key, "a string", value, source)
+        return value
+    raise TypeError(f"unsupported config annotation {hint!r} for {key}")
+
+
+def _type_error(key: str, expected: str, value: Any, source: str | None) -> UserError:
+    return UserError(f"config key '{key}' must be {expected}, not {value!r}", source)

@@ -1,0 +1,159 @@
+"""Assemble a run from its configuration: data, integrity check, network, loss, optimiser, logger, trainer.
+
+``fit`` is what ``python -m training fit`` runs; workflow trainers pass their own ``trainer_cls``.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from monai.utils import set_determinism
+from multimodalseg.bundles import Bundle, load_bundle
+from multimodalseg.errors import UserError
+from multimodalseg.fileutil import atomic_write_json
+from multimodalseg.nets import NETWORKS, build_network
+from multimodalseg.tasks import get_task
+from multimodalseg.tasks.spec import TaskSpec
+from torch import nn
+
+from training.config import TrainingConfig, save_config
+from training.data import Split, split_cases, train_loader, val_loader
+from training.datasets import Case, check_dataset, find_cases
+from training.ddp import DistContext, barrier, init_distributed, shutdown
+from training.evaluation import class_names, out_channels
+from training.loggers import RunLogger
+from training.losses import build_loss
+from training.optim import build_optimizer, build_scheduler
+from training.trainer import FitResult, SupervisedTrainer
+from training.transforms import patch_size
+
+
+def network_spec(config: TrainingConfig, task: TaskSpec, bundle: Bundle | None = None) -> dict[str, Any]:
+    """``{"name", "config"}`` of the network: the config's (channels from the task), or the bundle's when
+    fine-tuning (a config naming another network is refused)."""
+    if bundle is not None:
+        spec = bundle.meta["network"]
+        if config.model.network not in (None, spec["name"]):
+            raise UserError(f"--init-from bundle holds a {spec['name']} network, the config asks for "
+                            f"{config.model.network}", bundle.path)
+        return {"name": spec["name"], "config": dict(spec.get("config", {}))}
+    name = config.model.network or task.network
+    if name not in NETWORKS:
+        raise UserError(f"unknown network '{name}' in model.network (known: {', '.join(sorted(NETWORKS))})")
+    wanted = {"spatial_dims": 3, "in_channels": len(task.inputs), "out_channels": out_channels(task)}
+    for key in ("in_channels", "out_channels"):
+        if key in config.model.config and config.model.config[key] != wanted[key]:
+            raise UserError(f"model.config.{key} is {config.model.config[key]}, task {task.id} needs {wanted[key]}")
+    return {"name": name, "config": {**wanted, **config.model.config}}
+
+
+def make_network(spec: dict[str, Any]) -> nn.Module:
+    try:
+        return build_network(spec["name"], **spec["config"])
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"cannot build network {spec['name']} with model.config {spec['config']}: {exc}") from None
+
+
+def check_patch(model: nn.Module, in_channels: int, patch_xyz: list[int], device: torch.device) -> None:
+    """One forward pass of a zero patch through a copy of the network in training mode, so that a patch the
+    network cannot take (too small for its depth) is a config error now rather than a crash in epoch 1."""
+    probe = copy.deepcopy(model).to(device).train()
+    shape = (1, in_channels, *reversed(patch_xyz))
+    try:
+        with torch.no_grad():
+            probe(torch.zeros(shape, device=device))
+    except (RuntimeError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"the network cannot take patches of {patch_xyz} voxels (augmentation.patch_size): "
+                        f"{first}") from None
+
+
+def load_cases(config: TrainingConfig, task: TaskSpec, *, quiet: bool = False) -> tuple[str, list[Case]]:
+    """Find the cases and run the integrity check; the report goes to stderr and problems refuse the run."""
+    if not config.data.root:
+        raise UserError("no dataset folder: give --data DIR or data.root in the config")
+    layout, cases = find_cases(task, config.data.root, config.data.layout, convention=config.data.label_convention,
+                               co_registered=config.data.co_registered)
+    report = check_dataset(task, cases, layout)
+    if not report.ok:
+        if not quiet:
+            print(report.format(), file=sys.stderr)
+        report.raise_if_problems()
+    return layout, cases
+
+
+def fit(config: TrainingConfig, out_dir: str | os.PathLike, *, resume: str | os.PathLike | None = None,
+        overwrite: bool = False, trainer_cls: type[SupervisedTrainer] = SupervisedTrainer,
+        ctx: DistContext | None = None) -> FitResult:
+    """Train as configured; writes ``config.yaml``, logs, checkpoints and ``summary.json`` under ``out_dir``."""
+    task = get_task(config.task)
+    out = Path(out_dir)
+    last = out / "checkpoints" / "last.pt"
+    if resume is None and last.exists() and not overwrite:
+        raise UserError("folder already holds a run (checkpoints/last.pt); resume it with --resume, or choose "
+                        "another --out", out)
+    if config.train.threads:
+        torch.set_num_threads(config.train.threads)
+    own_ctx = ctx is None
+    ctx = ctx or init_distributed(config.train.device)
+    try:
+        bundle = load_bundle(config.init_from, task=task.id) if config.init_from else None
+        spec = network_spec(config, task, bundle)
+        if bundle is not None and config.model.config and ctx.is_main and any(
+                spec["config"].get(k) != v for k, v in config.model.config.items()):
+            print(f"note: fine-tuning keeps the network of {bundle.path} ({spec['config']}); model.config is not "
+                  "used", file=sys.stderr)
+        layout, cases = load_cases(config, task, quiet=not ctx.is_main)
+        set_determinism(seed=config.seed)
+        model = make_network(spec)
+        if bundle is not None:
+            model.load_state_dict(bundle.state_dict, strict=True)
+        check_patch(model, len(task.inputs), patch_size(config, task), ctx.device)
+        split = split_cases(cases, config)
+        train_dl = train_loader(split.train, config, task, ctx)
+        # Rank 0 validates alone; the other ranks only need to know that validation happens (an empty loader).
+        val_dl = val_loader(split.val, config, task) if ctx.is_main else ([] if split.val else None)
+        try:
+            loss = build_loss(config.loss.name, task.output_kind, **config.loss.config)
+            optimizer = build_optimizer(model.parameters(), config.optimizer)
+            scheduler = build_scheduler(optimizer, config.scheduler, config.train.epochs)
+        except (TypeError, ValueError) as exc:
+            raise UserError(f"config: {exc}") from None
+        resume_path = None if resume is None else (last if os.fspath(resume) == "last" else Path(resume))
+        trainer = trainer_cls(config, task, model, loss, optimizer, scheduler, out, None, ctx)
+        trainer.network_spec = spec
+        start_epoch = trainer.resume(resume_path) if resume_path is not None else None
+        if ctx.is_main:
+            save_config(config, out / "config.yaml")
+        trainer.logger = RunLogger(out, config.logging, class_names(task), enabled=ctx.is_main,
+                                   resume_epoch=start_epoch)
+        try:
+            result = trainer.fit(train_dl, val_dl)
+        finally:
+            trainer.logger.close()
+        if ctx.is_main:
+            _write_summary(out / "summary.json", config, task, layout, split, result, ctx)
+        barrier(ctx)
+        return result
+    finally:
+        if own_ctx:
+            shutdown(ctx)
+
+
+def _write_summary(path: Path, config: TrainingConfig, task: TaskSpec, layout: str, split: Split,
+                   result: FitResult, ctx: DistContext) -> None:
+    summary = {
+        "task": task.id, "name": config.name, "layout": layout,
+        "train_cases": [c.id for c in split.train], "val_cases": [c.id for c in split.val],
+        "unlabelled_cases": [c.id for c in split.unlabelled],
+        "last_epoch": result.last_epoch, "best_epoch": result.best_epoch,
+        "best_dice_mean": result.best_metric if result.best_metric > float("-inf") else None,
+        "stopped_early": result.stopped_early, "best_metrics": result.best_metrics,
+        "world_size": ctx.world_size, "device": str(ctx.device), "torch": torch.__version__,
+    }
+    atomic_write_json(path, summary)
