@@ -108,11 +108,11 @@ def test_inn_detail_branch_is_invertible():
     with torch.no_grad():
         y = inn(x)
         z1, z2 = y.chunk(2, dim=1)
-        for node in reversed(inn.nodes):  # undo z1 = z1 exp(rho(z2)) + eta(z2); z2 = z2 + phi(z1); then the 1x1 conv
-            z1 = (z1 - node.eta(z2)) * torch.exp(-node.rho(z2))
-            z2 = z2 - node.phi(z1)
-            w = node.shuffle.weight[:, :, 0, 0]
-            merged = torch.cat((z1, z2), 1) - node.shuffle.bias.view(1, -1, 1, 1)
+        for layer in reversed(inn.nodes):  # undo z1 = z1 exp(rho(z2)) + eta(z2); z2 = z2 + phi(z1); then the 1x1 conv
+            z1 = (z1 - layer.eta(z2)) * torch.exp(-layer.rho(z2))
+            z2 = z2 - layer.phi(z1)
+            w = layer.shuffle.weight[:, :, 0, 0]
+            merged = torch.cat((z1, z2), 1) - layer.shuffle.bias.view(1, -1, 1, 1)
             z1, z2 = torch.einsum("ij,bjhw->bihw", torch.linalg.inv(w), merged).chunk(2, dim=1)
     torch.testing.assert_close(torch.cat((z1, z2), 1), x, atol=1e-4, rtol=1e-4)
 
