@@ -23,6 +23,13 @@ NETWORKS: dict[str, str] = {
     "dual_uxnet": "multimodalseg.nets.dual_uxnet:DualUXNet",
     "cddfuse": "multimodalseg.nets.cddfuse:CDDFuse",
     "mcf": "multimodalseg.nets.mcf:MCFNet",
+    "maunet": "multimodalseg.nets.maunet:MAUNet",
+    "maunet_scn": "multimodalseg.nets.scn:MAUNetSCN",
+    "scn": "multimodalseg.nets.scn:SCN",
+    "heart_localization": "multimodalseg.nets.heart_localization:HeartLocalizationNet",
+    "cin_unet": "multimodalseg.nets.cin:cin_unet",
+    "cin_unetr": "multimodalseg.nets.cin:cin_unetr",
+    "cin_swinunetr": "multimodalseg.nets.cin:cin_swinunetr",
 }
 
 
