@@ -18,11 +18,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Hashable, Mapping, Sequence
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from monai.transforms import MapTransform
 from scipy import ndimage
+
+if TYPE_CHECKING:
+    from multimodalseg.tasks.spec import TaskSpec
+
+    from training.config import TrainingConfig
 
 Score = Literal["coverage", "chamfer"]
 
@@ -186,3 +191,56 @@ class BoundaryKeyPointsd(MapTransform):
                 image = MetaTensor(image, meta=label.meta)
         d[self.output_key] = image
         return d
+
+
+class RegionMasksd(MapTransform):
+    """Training indices ``label`` (1, *S) -> region masks (R, *S) uint8 under ``output_key`` (``task.regions``)."""
+
+    def __init__(self, keys: str, task_id: str, output_key: str) -> None:
+        super().__init__(keys)
+        self.task_id, self.output_key = task_id, output_key
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
+        from multimodalseg.inference.postprocess import labels_to_regions
+        from multimodalseg.tasks import get_task
+
+        d = dict(data)
+        label = d[self.keys[0]]
+        array = label.detach().cpu().numpy() if hasattr(label, "detach") else np.asarray(label)
+        d[self.output_key] = labels_to_regions(array[0], get_task(self.task_id)).astype(np.uint8)
+        return d
+
+
+KEY_POINT_OPTIONS = ("radii", "iterations", "ratio", "min_points", "score", "seed")
+
+
+def bsc_target_transforms(config: TrainingConfig, task: TaskSpec) -> tuple[list, list[str]]:
+    """Per-case steps for the BraTS loss with BSC (``training.losses.loss_factory`` hook): the key-point images.
+
+    Reads ``loss.config.use_bsc`` (default true) and ``loss.config.key_points`` (:data:`KEY_POINT_OPTIONS`;
+    ``radii`` one per region, default 2/1/1 voxels for WT/TC/ET). Computed once per case on the whole prepared
+    label (cached), then cropped and flipped with it; the trainer's target becomes (2R, *S) = regions, key points.
+
+    Raises:
+        UserError: unknown ``key_points`` options or a radius count that differs from the task's regions.
+    """
+    from monai.transforms import DeleteItemsd
+    from multimodalseg.errors import UserError
+
+    options = dict(config.loss.config.get("key_points") or {})
+    if not config.loss.config.get("use_bsc", True):
+        return [], []
+    unknown = sorted(set(options) - set(KEY_POINT_OPTIONS))
+    if unknown:
+        raise UserError(f"unknown config key 'loss.config.key_points.{unknown[0]}' (known: "
+                        f"{', '.join(KEY_POINT_OPTIONS)})")
+    radii = options.pop("radii", BRATS_RADII)
+    if task.output_kind != "regions" or len(radii) != len(task.regions):
+        raise UserError(f"loss.config.key_points.radii needs one radius per region of task {task.id} "
+                        f"({len(task.regions)}), got {list(radii)}")
+    try:
+        keypoints = BoundaryKeyPointsd("bsc_regions", "keypoints", radii, **options)
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"loss.config.key_points: {exc}") from None
+    steps = [RegionMasksd("label", task.id, "bsc_regions"), keypoints, DeleteItemsd(keys="bsc_regions")]
+    return steps, ["keypoints"]

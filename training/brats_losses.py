@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from training.brats_keypoints import bsc_target_transforms
+
 WeightType = Literal["square", "simple", "uniform"]
 
 
@@ -166,7 +168,17 @@ class BratsLoss(nn.Module):
 
 
 def brats_loss(output_kind: str, **config: Any) -> nn.Module:
-    """Factory for ``training.losses.LOSSES`` (``factory(output_kind, **config)``): :class:`BratsLoss`, regions only."""
+    """Factory for ``training.losses.LOSSES`` (``factory(output_kind, **config)``): :class:`BratsLoss`, regions only.
+
+    ``config``: the :class:`BratsLoss` arguments and ``key_points`` (the options of
+    :func:`training.brats_keypoints.bsc_target_transforms`, which builds the key-point images of each case).
+    """
     if output_kind != "regions":
         raise ValueError(f"the BraTS loss (GDL + BSC) is for region outputs, got output_kind '{output_kind}'")
+    config = dict(config)
+    config.pop("key_points", None)  # options of the key-point images, used by the data pipeline
     return BratsLoss(**config)
+
+
+# The key-point images the BSC term needs ride in the target (training.transforms reads this hook).
+brats_loss.target_transforms = bsc_target_transforms

@@ -52,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--convention", help="label convention of the dataset's label maps")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--tta", action="store_true", help="flip test-time augmentation")
+    p.add_argument("--noise-levels", metavar="L1,L2,...",
+                   help="PET tasks: robustness curve, Dice with Gaussian noise of SD level x the PET's 99th "
+                        "percentile added to the PET (e.g. 0.05,0.1,0.2; one more inference per level and case)")
     p.add_argument("--json", metavar="FILE", help="also write the metrics as JSON")
     p.set_defaults(func=run_validate)
 
@@ -110,8 +113,9 @@ def run_validate(args: argparse.Namespace) -> int:
     from multimodalseg.tasks import get_task
 
     from training.datasets import check_dataset, find_cases
-    from training.validate import format_validation, validate_bundle
+    from training.validate import format_summary, format_validation, pet_role, validate_bundle
 
+    levels = _levels(args.noise_levels)
     with tempfile.TemporaryDirectory(prefix="mmseg-validate-") as tmp:
         if args.checkpoint:
             from training.export import export_checkpoint
@@ -122,18 +126,35 @@ def run_validate(args: argparse.Namespace) -> int:
         from multimodalseg.bundles import load_bundle
 
         task = get_task(load_bundle(bundle).task)
+        if levels and pet_role(task) is None:
+            raise UserError(f"--noise-levels: task {task.id} has no PET input")
         layout, cases = find_cases(task, args.data, args.layout, convention=args.convention)
         report = check_dataset(task, cases, layout)
         if not report.ok:
             print(report.format(), file=sys.stderr)
             report.raise_if_problems()
-        result = validate_bundle(bundle, task, cases, device=args.device, tta=args.tta)
+        result = validate_bundle(bundle, task, cases, device=args.device, tta=args.tta,
+                                 noise_levels=levels)
     print(format_validation(result))
+    print(format_summary(result), file=sys.stderr)  # stdout keeps the table alone; --json has everything
     if args.json:
         from multimodalseg.fileutil import atomic_write_text
 
         atomic_write_text(args.json, json.dumps(result, indent=2, allow_nan=False) + "\n")
     return 0
+
+
+def _levels(text: str | None) -> list[float]:
+    """``--noise-levels`` as finite numbers >= 0."""
+    if text is None:
+        return []
+    try:
+        levels = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UserError(f"--noise-levels '{text}' must be numbers separated by commas") from None
+    if not levels or any(not 0 <= v < float("inf") for v in levels):
+        raise UserError(f"--noise-levels '{text}' must be finite numbers >= 0")
+    return levels
 
 
 def run_export(args: argparse.Namespace) -> int:

@@ -104,20 +104,32 @@ class AugmentationConfig:
     Args:
         patch_size: training patch, ITK (x, y, z) order, voxels; None: the task's.
         samples_per_case: patches drawn per case per epoch (``RandCropByPosNegLabeld.num_samples``).
-        pos_fraction: share of patches centred on foreground.
+        pos_fraction: share of patches centred on foreground; None: uniform random crops (DMFNet's sampling).
         flip_prob: probability of a flip, per axis.
         intensity_prob: probability of the intensity scale and shift each.
         intensity_scale, intensity_shift: factors of ``RandScaleIntensityd`` / ``RandShiftIntensityd``.
-        enabled: False: plain random crops only (no flips or intensity changes).
+        channel_wise: draw the intensity scale and shift per channel (modality), as DMFNet does.
+        rotate_degrees: rotate each patch by a random angle in [-this, this] degrees in one random plane (DMFNet:
+            10); 0: no rotation.
+        rotate_prob: probability of that rotation.
+        scale_range: random scaling: zoom each patch by an independent factor in [1 - this, 1 + this] per axis
+            (MONAI ``RandAffined``, 3D UX-Net: 0.1); 0: no scaling.
+        scale_prob: probability of that scaling.
+        enabled: False: plain random crops only (no flips, intensity changes or rotations).
     """
 
     patch_size: list[int] | None = None
     samples_per_case: int = 2
-    pos_fraction: float = 0.5
+    pos_fraction: float | None = 0.5
     flip_prob: float = 0.5
     intensity_prob: float = 0.5
     intensity_scale: float = 0.1
     intensity_shift: float = 0.1
+    channel_wise: bool = False
+    rotate_degrees: float = 0.0
+    rotate_prob: float = 1.0
+    scale_range: float = 0.0
+    scale_prob: float = 0.5
     enabled: bool = True
 
 

@@ -23,6 +23,8 @@ LOSSES: dict[str, str] = {
     "dice": "training.losses:dice",
     "dice_focal": "training.losses:dice_focal",
     "generalized_dice_focal": "training.losses:generalized_dice_focal",
+    "brats": "training.brats_losses:brats_loss",
+    "dice_softmax_focal": "training.heart_losses:dice_softmax_focal",
 }
 
 
@@ -31,11 +33,21 @@ def register_loss(name: str, target: str) -> None:
     LOSSES[name] = target
 
 
-def build_loss(name: str, output_kind: str, **config: Any) -> nn.Module:
+def loss_factory(name: str) -> Any:
+    """The factory registered under ``name``.
+
+    A factory may carry ``target_transforms(config, task) -> (steps, keys)``: per-case data its loss needs besides
+    the label (e.g. the BSC key points). ``training.transforms`` caches the steps, crops and flips the ``keys``
+    with the label and appends their channels to the loss target.
+    """
     if name not in LOSSES:
         raise ValueError(f"unknown loss '{name}' (known: {', '.join(sorted(LOSSES))})")
     module_name, attr = LOSSES[name].split(":")
-    return getattr(importlib.import_module(module_name), attr)(output_kind, **config)
+    return getattr(importlib.import_module(module_name), attr)
+
+
+def build_loss(name: str, output_kind: str, **config: Any) -> nn.Module:
+    return loss_factory(name)(output_kind, **config)
 
 
 def _activation(output_kind: str) -> dict[str, bool]:

@@ -66,7 +66,12 @@ def check_patch(model: nn.Module, in_channels: int, patch_xyz: list[int], device
     shape = (1, in_channels, *reversed(patch_xyz))
     try:
         with torch.no_grad():
-            probe(torch.zeros(shape, device=device))
+            # A modality-conditioned network (METHODS §D) needs a modality id; any one probes the shapes.
+            from multimodalseg.nets.cin import ConditionalInstanceNorm
+
+            conditional = any(isinstance(m, ConditionalInstanceNorm) for m in model.modules())
+            kwargs = {"modality": 0} if conditional else {}
+            probe(torch.zeros(shape, device=device), **kwargs)
     except (RuntimeError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"the network cannot take patches of {patch_xyz} voxels (augmentation.patch_size): "

@@ -6,7 +6,10 @@ the function inference uses, so a model sees the same arrays in training and in 
 
 Samples are dicts: ``image`` ``(C, Z, Y, X)`` float32, ``label`` ``(1, Z, Y, X)`` training indices (labelled
 cases), ``id``, ``modality``. :class:`MakeTargetd` turns ``label`` into the loss target: unchanged for exclusive
-labels (softmax), ``(R, Z, Y, X)`` float region masks for region tasks (sigmoid, ``task.regions`` order).
+labels (softmax), ``(R, Z, Y, X)`` float region masks for region tasks (sigmoid, ``task.regions`` order). A loss
+that needs more per-case data (the BSC key points of the BraTS loss) declares it through its factory's
+``target_transforms`` (``training.losses.loss_factory``): those keys are cached, cropped and flipped with the label,
+and their channels appended to the target.
 """
 
 from __future__ import annotations
@@ -21,8 +24,11 @@ from monai.transforms import (
     EnsureTyped,
     FgBgToIndicesd,
     MapTransform,
+    OneOf,
+    RandAffined,
     RandCropByPosNegLabeld,
     RandFlipd,
+    RandRotated,
     RandScaleIntensityd,
     RandShiftIntensityd,
     RandSpatialCropSamplesd,
@@ -89,11 +95,13 @@ class PrepareCased(MapTransform):
 
 class MakeTargetd(MapTransform):
     """``label`` (1, Z, Y, X) indices -> the loss target: kept for ``labels`` tasks, (R, Z, Y, X) float masks for
-    ``regions`` tasks (``multimodalseg.inference.postprocess.labels_to_regions``, the inverse of inference)."""
+    ``regions`` tasks (``multimodalseg.inference.postprocess.labels_to_regions``, the inverse of inference).
+    The channels of ``extra_keys`` (e.g. BSC key-point images) are appended to the target, in that order."""
 
-    def __init__(self, task_id: str) -> None:
+    def __init__(self, task_id: str, extra_keys: Sequence[str] = ()) -> None:
         super().__init__(keys=("label",), allow_missing_keys=True)
         self.task_id = task_id
+        self.extra_keys = tuple(extra_keys)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         out = dict(data)
@@ -101,7 +109,33 @@ class MakeTargetd(MapTransform):
         if "label" in out and task.output_kind == "regions":
             label = np.asarray(out["label"])[0]
             out["label"] = labels_to_regions(label, task).astype(np.float32)
+        if "label" in out and self.extra_keys:
+            parts = [np.asarray(out["label"], dtype=np.float32)] + [np.asarray(out[k], dtype=np.float32)
+                                                                     for k in self.extra_keys]
+            out["label"] = np.concatenate(parts, axis=0)
         return out
+
+
+def loss_target_transforms(config: TrainingConfig, task: TaskSpec) -> tuple[list, list[str]]:
+    """The loss's extra per-case steps and keys (its factory's ``target_transforms``); none for most losses."""
+    from training.losses import loss_factory
+
+    try:
+        hook = getattr(loss_factory(config.loss.name), "target_transforms", None)
+    except ValueError:  # an unknown loss name is reported when the loss is built
+        return [], []
+    if hook is None:
+        return [], []
+    steps, keys = hook(config, task)
+    return list(steps), list(keys)
+
+
+def _rotation(keys: list[str], label_keys: list[str], degrees: float, prob: float) -> OneOf:
+    """A random angle in [-degrees, degrees] in one random plane (DMFNet's ``RandomRotion``); nearest for labels."""
+    limit = float(np.deg2rad(degrees))
+    mode = ["nearest" if k in label_keys else "bilinear" for k in keys]
+    return OneOf([RandRotated(keys=keys, prob=prob, mode=mode, padding_mode="zeros", **{f"range_{axis}": limit})
+                  for axis in "xyz"])
 
 
 def prepare_transforms(config: TrainingConfig, task: TaskSpec, *, labelled: bool = True) -> list:
@@ -116,12 +150,16 @@ def prepare_transforms(config: TrainingConfig, task: TaskSpec, *, labelled: bool
 
 
 def train_transforms(config: TrainingConfig, task: TaskSpec, *, labelled: bool = True) -> Compose:
-    """Preparation, then per epoch: patches (foreground-biased for labelled cases), flips, intensity changes."""
+    """Preparation, then per epoch: patches (foreground-biased for labelled cases), rotations, flips, intensity
+    changes."""
     aug = config.augmentation
     roi = zyx(patch_size(config, task))
     keys = ["image", "label"] if labelled else ["image"]
     steps = prepare_transforms(config, task, labelled=labelled)
-    if labelled:
+    extra_steps, extra_keys = loss_target_transforms(config, task) if labelled else ([], [])
+    steps += extra_steps  # deterministic, so cached with the preparation
+    keys += extra_keys
+    if labelled and aug.pos_fraction is not None:
         pos = aug.pos_fraction
         steps.append(RandCropByPosNegLabeld(
             keys=keys, label_key="label", spatial_size=roi, pos=pos, neg=1.0 - pos,
@@ -130,11 +168,18 @@ def train_transforms(config: TrainingConfig, task: TaskSpec, *, labelled: bool =
         steps.append(RandSpatialCropSamplesd(keys=keys, roi_size=roi, num_samples=aug.samples_per_case,
                                              random_size=False))
     if aug.enabled:
+        if aug.rotate_degrees > 0:
+            steps.append(_rotation(keys, keys[1:], aug.rotate_degrees, aug.rotate_prob))
+        if aug.scale_range > 0:  # random scaling of the patch about its centre; nearest for labels
+            steps.append(RandAffined(keys=keys, prob=aug.scale_prob, scale_range=[aug.scale_range] * len(roi),
+                                     mode=["bilinear"] + ["nearest"] * (len(keys) - 1), padding_mode="zeros"))
         steps += [RandFlipd(keys=keys, prob=aug.flip_prob, spatial_axis=axis) for axis in range(3)]
-        steps += [RandScaleIntensityd(keys="image", factors=aug.intensity_scale, prob=aug.intensity_prob),
-                  RandShiftIntensityd(keys="image", offsets=aug.intensity_shift, prob=aug.intensity_prob)]
-    steps += [MakeTargetd(task.id), SelectItemsd(keys=KEEP, allow_missing_keys=True),
-              EnsureTyped(keys=keys, track_meta=False)]
+        steps += [RandScaleIntensityd(keys="image", factors=aug.intensity_scale, prob=aug.intensity_prob,
+                                      channel_wise=aug.channel_wise),
+                  RandShiftIntensityd(keys="image", offsets=aug.intensity_shift, prob=aug.intensity_prob,
+                                      channel_wise=aug.channel_wise)]
+    steps += [MakeTargetd(task.id, extra_keys), SelectItemsd(keys=KEEP, allow_missing_keys=True),
+              EnsureTyped(keys=keys[:2], track_meta=False)]  # the extras now ride in the target
     return Compose(steps)
 
 

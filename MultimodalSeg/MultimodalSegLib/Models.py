@@ -44,8 +44,9 @@ def modelChoices(taskId: str) -> list[ModelChoice]:
 
     An unreadable catalog raises ``UserError`` (the panel shows it); no catalog at all gives only "newest".
     """
-    entries = sorted(catalog.entries(taskId), key=lambda e: (e.id, catalog.version_key(e.version), e.source == "user"),
-                     reverse=True)
+    # Segmentation models only: a task may also list other kinds (the spine's fusion model).
+    entries = sorted(catalog.entries(taskId, kind="segmentation"),
+                     key=lambda e: (e.id, catalog.version_key(e.version), e.source == "user"), reverse=True)
     choices = [ModelChoice("", "Newest model for this task", "The newest version in the shipped and user catalogs.")]
     seen: set[str] = set()
     listed: set[tuple[str, str]] = set()

@@ -4,7 +4,8 @@ A catalog is ``catalog.json`` (schema ``models/catalog.schema.json``, format ``m
 bundles it lists. Entry keys: ``id``, ``version``, ``task``, ``file`` (relative to the catalog's folder) or ``url``
 (``https://`` or ``file://``, fetched into the cache on first use), ``sha256``, ``inputs`` (roles), ``modality``,
 ``network``, ``demo`` (trained on synthetic phantoms only), ``seconds`` (``{"cpu", "gpu", "cpu_machine",
-"gpu_machine"}``, measured), ``metrics`` (validation), ``description``, ``created``.
+"gpu_machine"}``, measured), ``metrics`` (validation), ``description``, ``created``, ``kind`` (``segmentation``, the
+default when absent, or ``fusion``: a spine CT-MR fusion model, never picked as a task's segmentation model).
 
 Folders: the shipped catalog is ``multimodalseg/models/catalog.json``; the user's is ``<home>/models/catalog.json``
 where ``<home>`` is ``$MULTIMODALSEG_HOME`` or ``~/.cache/multimodalseg``. A model id found in both resolves to the
@@ -62,6 +63,7 @@ class Entry:
     seconds: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     created: str | None = None
+    kind: str | None = None
     catalog: Path | None = None
 
     @classmethod
@@ -74,6 +76,11 @@ class Entry:
         d = asdict(self)
         d.pop("catalog")
         return {k: v for k, v in d.items() if k in ("demo", "inputs", "modality") or v not in (None, {}, [])}
+
+    @property
+    def model_kind(self) -> str:
+        """``segmentation`` (absent ``kind``) or ``fusion``."""
+        return self.kind or "segmentation"
 
     @property
     def source(self) -> str:
@@ -186,10 +193,10 @@ def user_catalog() -> Path:
     return cache_dir() / CATALOG_NAME
 
 
-def entries(task: str | None = None) -> list[Entry]:
-    """All entries (shipped, then user), optionally of one task."""
+def entries(task: str | None = None, kind: str | None = None) -> list[Entry]:
+    """All entries (shipped, then user), optionally of one task and one kind (``segmentation``, ``fusion``)."""
     found = read_catalog(shipped_catalog()) + read_catalog(user_catalog())
-    return [e for e in found if task is None or e.task == task]
+    return [e for e in found if (task is None or e.task == task) and (kind is None or e.model_kind == kind)]
 
 
 def _newest(candidates: list[Entry]) -> Entry:
@@ -212,9 +219,12 @@ def find(model_id: str, task: str | None = None) -> Entry:
     return _newest([e for e in matches if task is None or e.task == task])
 
 
-def default_for(task: str) -> Entry:
-    """The newest model of ``task``; a UserError saying how to get one when there is none."""
-    candidates = entries(task)
+def default_for(task: str, kind: str = "segmentation") -> Entry:
+    """The newest model of ``task`` of this kind; a UserError saying how to get one when there is none."""
+    candidates = entries(task, kind)
+    if not candidates and kind != "segmentation":
+        raise UserError(f"no {kind} model for task {task} in the catalogs ({shipped_catalog()}, {user_catalog()}); "
+                        "pass a bundle file")
     if not candidates:
         raise UserError(
             f"no model for task {task} in the catalogs ({shipped_catalog()}, {user_catalog()}); train one with "
@@ -283,7 +293,7 @@ def entry_from_meta(meta: Mapping[str, Any], sha256: str, file: str) -> Entry:
                  modality=modality, demo=bool(meta.get("demo", False)), file=file,
                  network=str(meta.get("network", {}).get("name")) if meta.get("network") else None,
                  description=meta.get("description"), seconds=seconds, metrics=dict(meta.get("metrics") or {}),
-                 created=meta.get("created"))
+                 created=meta.get("created"), kind=meta.get("kind"))
 
 
 def add_to_user_catalog(source: str | os.PathLike, meta: Mapping[str, Any], sha256: str,

@@ -5,7 +5,9 @@ The pipeline for one case (every step is a public function):
 1. :func:`load_inputs` reads the images by role and checks them (known roles, required roles present, 3D, finite).
 2. :func:`to_reference_grid` resamples every input onto the reference input's grid **in physical space**
    (``io.resample_to_reference``; never array resizing) and stacks them as ``(C, Z, Y, X)`` float32 in
-   ``task.inputs`` order; an input whose extent does not overlap the reference is refused.
+   ``task.inputs`` order; an input whose extent does not overlap the reference is refused ("register it first"),
+   and an input with a registration transform (``transforms``, e.g. ``segment --transform``) is resampled
+   through it.
 3. :func:`normalize_channels` applies each input's ``normalization`` scheme (:func:`normalize`).
 4. :func:`to_spacing` resamples the stack onto a grid with the network's spacing (same physical extent,
    origin corner and direction); :func:`labels_to_grid` brings a label map back by nearest neighbour.
@@ -101,6 +103,7 @@ def to_reference_grid(
     task: TaskSpec,
     images: Mapping[str, sitk.Image],
     paths: Mapping[str, PathLike] | None = None,
+    transforms: Mapping[str, sitk.Transform] | None = None,
 ) -> tuple[np.ndarray, sitk.Image]:
     """Resample every input onto the reference input's grid in physical space and stack them.
 
@@ -108,30 +111,70 @@ def to_reference_grid(
         task: gives the channel order (``task.inputs``) and the reference role.
         images: role -> image, as from :func:`load_inputs`.
         paths: role -> file, only to name the file in error messages.
+        transforms: role -> transform applied while resampling that input (ITK's resampling direction: it maps
+            reference physical points to the input's points, as the ``.tfm`` files of ``multimodalseg register``
+            do). Inputs without one are taken as already registered (physical space as stored).
 
     Returns:
         ``(array, reference)``: ``array`` is ``(C, Z, Y, X)`` float32 with ``C = len(task.inputs)`` (a missing
         optional input is a zero channel); ``reference`` is the reference input's image (its grid is the output's).
 
     Raises:
-        UserError: an input whose physical extent does not overlap the reference (names the file).
+        UserError: an input whose physical extent does not overlap the reference (names the file and says to
+            register first), a transform for the reference role or for a role not given, or an input that the
+            transform maps entirely outside the reference.
     """
     reference = images[task.reference_role]
+    transforms = dict(transforms or {})
+    check_transform_roles(task, transforms, images)
     size = reference.GetSize()
     array = np.zeros((len(task.inputs), size[2], size[1], size[0]), np.float32)
     for c, spec in enumerate(task.inputs):
         image = images.get(spec.role)
         if image is None:
             continue
-        if spec.role != task.reference_role and not io.same_geometry(image, reference):
+        where = os.fspath(paths[spec.role]) if paths and spec.role in paths else f"input '{spec.role}'"
+        transform = transforms.get(spec.role)
+        if transform is not None:
+            if transformed_overlap(image, reference, transform) < MIN_OVERLAP:
+                raise UserError(f"after its transform, does not overlap the reference input "
+                                f"'{task.reference_role}'; check that the transform belongs to these images", where)
+            image = io.resample_to_reference(image, reference, transform=transform)
+        elif spec.role != task.reference_role and not io.same_geometry(image, reference):
             if io.overlap_fraction(image, reference) < MIN_OVERLAP:
-                where = os.fspath(paths[spec.role]) if paths and spec.role in paths else f"input '{spec.role}'"
                 raise UserError(
                     f"does not overlap the reference input '{task.reference_role}' in physical space "
-                    f"(bounds {_bounds_text(image)} vs {_bounds_text(reference)} mm); register it first", where)
+                    f"(bounds {_bounds_text(image)} vs {_bounds_text(reference)} mm); register it first "
+                    "('multimodalseg register', then pass the registered image or its --transform)", where)
             image = io.resample_to_reference(image, reference)
         array[c] = sitk.GetArrayViewFromImage(image)
     return array, reference
+
+
+def check_transform_roles(task: TaskSpec, transforms: Mapping[str, object], given: Iterable[str]) -> None:
+    """A UserError for a transform given for the reference role, an unknown role or a role without an image."""
+    given = set(given)
+    for role in transforms:
+        if role == task.reference_role:
+            raise UserError(f"a transform for the reference input '{role}' makes no sense: the output is on its grid")
+        if role not in task.roles:
+            raise UserError(f"transform for unknown input role '{role}' (roles: {', '.join(task.roles)})")
+        if role not in given:
+            raise UserError(f"transform for input '{role}', but no '{role}' image was given")
+
+
+def transformed_overlap(image: sitk.Image, reference: sitk.Image, transform: sitk.Transform,
+                        samples: int = 17) -> float:
+    """Fraction of a coarse sample (``samples`` per axis) of ``reference``'s voxel centres that ``transform`` maps
+    inside ``image`` (its voxel-centre box grown by half a voxel)."""
+    from multimodalseg.registration.grid import voxel_centres
+
+    points = voxel_centres(reference, samples)
+    mapped = np.array([transform.TransformPoint([float(v) for v in p]) for p in points])
+    direction = np.asarray(image.GetDirection(), float).reshape(3, 3)
+    index = np.linalg.solve(direction, (mapped - np.asarray(image.GetOrigin())).T).T / np.asarray(image.GetSpacing())
+    inside = np.all((index >= -0.5) & (index <= np.asarray(image.GetSize()) - 0.5), axis=1)
+    return float(inside.mean())
 
 
 def _bounds_text(image: sitk.Image) -> str:
@@ -330,6 +373,7 @@ def prepare_case(
     label: PathLike | None = None,
     convention: str | None = None,
     crop_margin: int | None = None,
+    transforms: Mapping[str, sitk.Transform] | None = None,
 ) -> PreparedCase:
     """Everything above in one call: load, reference grid, optional foreground crop, normalise, spacing.
 
@@ -337,10 +381,11 @@ def prepare_case(
         spacing: network spacing (ITK order, mm); None keeps the reference's.
         label: a label map to prepare alongside (nearest neighbour throughout).
         crop_margin: crop to the foreground bounding box grown by this many voxels (reference grid); None: no crop.
+        transforms: role -> transform applied while resampling that input (see :func:`to_reference_grid`).
     """
     images = load_inputs(task, paths)
     file_paths = {r: p for r, p in paths.items() if not isinstance(p, sitk.Image)}
-    raw, reference = to_reference_grid(task, images, file_paths)
+    raw, reference = to_reference_grid(task, images, file_paths, transforms)
     lab = load_label(task, label, reference, convention) if label is not None else None
     box = bounding_box(foreground_mask(task, raw), crop_margin) if crop_margin is not None else None
     sub = reference

@@ -67,7 +67,7 @@ def bundle(tmp_path):
 
 def _segment_args(case, out, bundle, *extra):
     return ("segment", "--task", "spine", "--input", f"ct={case['ct']}", "--input", f"mr={case['mr']}",
-            "-o", out, "--model", bundle, "--device", "cpu", *extra)
+            "-o", out, "--model", bundle, "--device", "cpu", "--no-fusion", *extra)  # spine: no fused image here
 
 
 def _files(folder: Path) -> list[str]:
@@ -252,7 +252,7 @@ def test_batch_skips_a_malformed_case_and_resumes(cli, bundle, tmp_path):
     (root / "case02" / "case02_mr.nii.gz").unlink()  # malformed: an input is missing
     out = tmp_path / "seg"
     args = ("segment", "--task", "spine", "--input-dir", root, "--output-dir", out, "--model", bundle,
-            "--device", "cpu", "--progress", "json")
+            "--device", "cpu", "--progress", "json", "--no-fusion")
     r = cli(*args)
     assert r.code == 2
     assert "case case02 failed: " in r.err and "no file for input 'mr'" in r.err

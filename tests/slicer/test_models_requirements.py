@@ -103,3 +103,14 @@ def test_torch_lookup_does_not_import_it():
     looked = []
     assert Requirements.torchAvailable(lambda name: looked.append(name) or object())
     assert not Requirements.torchAvailable(lambda name: None) and looked == ["torch"]
+
+
+def test_spine_model_choices_hold_segmentation_models_only():
+    # The shipped fusion bundle is a spine model too, but it is no segmentation model for the panel's list.
+    from multimodalseg import catalog
+    from MultimodalSegLib import Models
+
+    kinds = {e.id: e.model_kind for e in catalog.entries("spine")}
+    assert "fusion" in kinds.values() and "segmentation" in kinds.values()
+    listed = [c.modelId for c in Models.modelChoices("spine") if c.modelId]
+    assert listed and all(kinds[m] == "segmentation" for m in listed)

@@ -79,19 +79,27 @@ def _run_task(task, entry, folder: Path, args: argparse.Namespace) -> dict:
     outputs = {"labels": str(folder / "labels.nii.gz"), "truth": str(truth_path)}
     overlay = _overlay(case.images[task.reference_role], result.labels, case.label, folder, task)
     outputs.update(overlay)
-    return {"task": task.id, "model": entry.id, "version": entry.version, "demo_model": entry.demo,
-            "case": case.case_id, "mean_dice": dice["mean"], "dice": dice["labels"], "dice_from": how,
-            "seconds": round(time.perf_counter() - t0, 2), "inference_seconds": result.timings["total"],
-            "device": result.report["device"], "outputs": outputs, "status": "ok"}
+    row = {"task": task.id, "model": entry.id, "version": entry.version, "demo_model": entry.demo,
+           "case": case.case_id, "mean_dice": dice["mean"], "dice": dice["labels"], "dice_from": how,
+           "seconds": round(time.perf_counter() - t0, 2), "inference_seconds": result.timings["total"],
+           "device": result.report["device"], "outputs": outputs, "status": "ok"}
+    if "regions" in dice:  # BraTS is scored on its regions (WT, TC, ET): the table's mean is theirs
+        row.update({"mean_dice": dice["regions_mean"], "mean_dice_over": "regions", "region_dice": dice["regions"],
+                    "label_mean_dice": dice["mean"]})
+    return row
 
 
 def _dice(pred, truth, task) -> tuple[dict, str]:
-    """Dice per label through ``multimodalseg.metrics`` (labels absent from both maps left out of the mean)."""
+    """Dice per label (and per region) through ``multimodalseg.metrics`` (absent from both maps: left out)."""
     from multimodalseg.metrics import evaluate_images
 
     result = evaluate_images(pred, truth, task=task)
     labels = {name: m["dice"] for name, m in result["labels"].items() if m.get("empty") != "both"}
-    return {"mean": result["mean"].get("dice"), "labels": labels}, "multimodalseg.metrics"
+    out = {"mean": result["mean"].get("dice"), "labels": labels}
+    if "regions" in result:
+        out["regions"] = {name: m["dice"] for name, m in result["regions"].items() if m.get("empty") != "both"}
+        out["regions_mean"] = result["regions_mean"].get("dice")
+    return out, "multimodalseg.metrics"
 
 
 def _overlay(image, labels, truth, folder: Path, task) -> dict:
@@ -111,7 +119,10 @@ def _print_table(rows: list[dict], out: Path) -> None:
             print(f"{r['task']:12s} {'(no model)':26s} {'-':>9s} {'-':>7s}")
             continue
         dice = "-" if r["mean_dice"] is None else f"{r['mean_dice']:.3f}"
-        print(f"{r['task']:12s} {r['model'] + ' ' + r['version']:26s} {dice:>9s} {r['seconds']:7.1f}  {r['device']}")
+        over = "" if r.get("mean_dice_over") != "regions" else " (mean over regions: " + ", ".join(
+            f"{name} {value:.3f}" for name, value in r["region_dice"].items()) + ")"
+        print(f"{r['task']:12s} {r['model'] + ' ' + r['version']:26s} {dice:>9s} {r['seconds']:7.1f}  {r['device']}"
+              f"{over}")
     if any(r.get("demo_model") for r in rows):
         print("demo models are trained on synthetic phantoms only: not for clinical images", file=sys.stderr)
     print(f"outputs (labels, truth, overlays) in {out}", file=sys.stderr)

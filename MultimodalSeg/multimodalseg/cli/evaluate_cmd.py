@@ -66,6 +66,10 @@ def format_table(result: Mapping[str, Any]) -> str:
                        ("pred", "empty in the prediction"), ("ref", "empty in the reference")):
         if result["empty"][side]:
             lines.append(f"{what}: {', '.join(result['empty'][side])}")
+    if "whs" in result:
+        whs = " ".join(_cell(result["whs"][key], max(len(head), 7), key in ("hd", "hd95", "assd"))
+                       for key, head in COLUMNS)
+        lines.append(f"{'WHS score':<{width}} {whs}  (MM-WHS: means weighted by reference volume)")
     return "\n".join(lines)
 
 
@@ -75,6 +79,11 @@ def run(args: argparse.Namespace) -> int:
 
     task = get_task(args.task) if args.task else None
     result = evaluate_files(args.pred, args.ref, task=task, convention=args.convention)
+    if task is not None and task.id == "whole-heart":
+        from multimodalseg.metrics.heart import whs_scores
+
+        scores = whs_scores(result["labels"])  # MM-WHS: volume-weighted means over the 7 structures
+        result.update(whs=scores["whs"], whs_weights=scores["weights"])
     if args.json:
         print(json.dumps(json_ready({"pred": args.pred, "ref": args.ref, **result}), indent=2, allow_nan=False))
     else:

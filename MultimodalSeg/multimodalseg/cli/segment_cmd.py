@@ -12,6 +12,8 @@ import tempfile
 from pathlib import Path
 
 from multimodalseg import io
+from multimodalseg.cli import segment_options
+from multimodalseg.cli.suv_stats_cmd import add_suv_arguments, suv_overrides
 from multimodalseg.errors import UserError
 from multimodalseg.progress import JsonLines, make_reporter
 
@@ -42,6 +44,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--progress", default="auto", choices=("auto", "json", "bar", "none"),
                    help="auto: a bar when stdout is a terminal, JSON lines otherwise")
     p.add_argument("--threads", type=int, help="CPU threads (default: all cores but one)")
+    p.add_argument("--stats", metavar="CSV", help="petmr-brain: where the per-structure SUV statistics go "
+                   "(default: beside the label map, OUT_suv.csv; also in the --report JSON)")
+    add_suv_arguments(p)
+    segment_options.add_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -100,17 +106,32 @@ def _predictor(args: argparse.Namespace, reporter):
     if args.convention is not None:
         task.values(args.convention)
     configure_threads(args.threads)
+    options = report_options(args, task)
     bundle = load_model(task.id, args.model)
     return Predictor(bundle, args.device, tta=args.tta, sw_batch_size=args.sw_batch_size, overlap=args.overlap,
                      progress=reporter, precision=args.precision, crop=not args.no_crop, modality=args.modality,
-                     convention=args.convention)
+                     convention=args.convention, report_options=options)
+
+
+def _has_pet(task) -> bool:
+    return any("PET" in spec.modality.upper().split("|") for spec in task.inputs)
+
+
+def report_options(args: argparse.Namespace, task) -> dict:
+    """Options of the task's report extras: the SUV values (refused for a task without PET) and the spine
+    options (``segment_options.spine_options``)."""
+    overrides = suv_overrides(args)
+    if not _has_pet(task) and (overrides.any_given() or overrides.already_suv):
+        raise UserError(f"the SUV options (--weight, --dose, ...) are for PET tasks; task {task.id} has no PET")
+    return {"suv": overrides, **segment_options.spine_options(args, task)}
 
 
 def _run(args: argparse.Namespace, reporter) -> int:
     batch = args.input_dir is not None or args.output_dir is not None
     if batch:
-        if args.input or args.output or args.preview or args.report:
-            raise UserError("batch mode (--input-dir/--output-dir) takes no --input, -o, --preview or --report")
+        if args.input or args.output or args.preview or args.report or args.stats or args.transform:
+            raise UserError("batch mode (--input-dir/--output-dir) takes no --input, -o, --preview, --report, "
+                            "--stats or --transform")
         if not (args.input_dir and args.output_dir):
             raise UserError("batch mode needs both --input-dir and --output-dir")
         from multimodalseg.inference.batch import run_batch
@@ -128,14 +149,33 @@ def _run(args: argparse.Namespace, reporter) -> int:
     for path in inputs.values():
         if not path.exists():
             raise UserError("file not found", path)
+    transform_paths = segment_options.parse_transforms(args.transform, task)
+    for role, path in transform_paths.items():
+        if role not in inputs:
+            raise UserError(f"--transform for input '{role}', but no --input {role}=PATH was given")
+        if not path.exists():
+            raise UserError("file not found", path)
     output = check_output(args.output, inputs)
+    from multimodalseg.inference.extras import image_path
+
+    for name in ("disagreement", "fused"):  # outputs written beside the label map must not replace an input
+        check_output(image_path(output, name), {**inputs, **transform_paths})
     preview = check_output(args.preview, inputs, (".png",)) if args.preview else None
     report_path = check_output(args.report, inputs, (".json",)) if args.report else None
+    if args.stats and not _has_pet(task):
+        raise UserError(f"--stats: task {task.id} reports no per-structure statistics")
+    stats_path = check_output(args.stats, inputs, (".csv",)) if args.stats else None
 
+    transforms = segment_options.read_transforms(transform_paths)
     predictor = _predictor(args, reporter)
-    result = predictor.predict(inputs, output=output)
+    result = predictor.predict(inputs, output=output, transforms=transforms)
     outputs = dict(result.outputs)
     try:
+        if result.tables:
+            from multimodalseg.inference.extras import table_path, write_tables
+
+            paths = {name: stats_path or table_path(output, name) for name in result.tables}
+            outputs.update(write_tables(result.tables, paths, list(inputs.values())))
         if preview is not None:
             written = write_preview(result, inputs[task.reference_role], preview, task, reporter)
             if written:

@@ -11,8 +11,9 @@ a DICOM series):
   without ``_image``; label files (``_label``, ``_seg``) are ignored. An MM-WHS ``ct_``/``mr_`` prefix gives the
   modality of a conditional model.
 
-Outputs are ``OUTPUT_DIR/CASE.nii.gz`` (written last, so it marks the case done) and ``OUTPUT_DIR/CASE.json``
-(the report). A case whose label map exists is skipped.
+Outputs are ``OUTPUT_DIR/CASE.nii.gz`` (written last, so it marks the case done), ``OUTPUT_DIR/CASE.json``
+(the report), the task's tables (petmr-brain: ``CASE_suv.csv``) and extra volumes (spine: ``CASE_disagreement``,
+``CASE_fused``). A case whose label map exists is skipped.
 """
 
 from __future__ import annotations
@@ -128,6 +129,7 @@ def run_batch(args: Any, reporter: Callable[[dict[str, Any]], None] | None, make
             unwritable output folder, no cases at all, or a model that cannot be loaded.
     """
     from multimodalseg.errors import UserError
+    from multimodalseg.inference.extras import image_path, table_path, write_tables
     from multimodalseg.tasks import get_task
 
     task = get_task(args.task)
@@ -164,11 +166,18 @@ def run_batch(args: Any, reporter: Callable[[dict[str, Any]], None] | None, make
             result = predictor.predict(case.inputs, modality=predictor.modality or case.modality,
                                        span=(k / len(todo), (k + 1) / len(todo)), extra={"case": case.id})
             outputs = {"labels": os.fspath(labels_path), "report": os.fspath(report_path)}
-            write_json({**result.report, "case": case.id, "outputs": outputs}, report_path)
+            tables = {name: table_path(labels_path, name) for name in result.tables}  # CASE_suv.csv (petmr-brain)
+            outputs.update({name: os.fspath(p) for name, p in tables.items()})
+            images = {name: image_path(labels_path, name) for name in result.images}  # spine: disagreement, fused
+            outputs.update({name: os.fspath(p) for name, p in images.items()})
             try:
+                write_tables(result.tables, tables, list(case.inputs.values()))
+                result.write_images(labels_path)
+                write_json({**result.report, "case": case.id, "outputs": outputs}, report_path)
                 result.write(labels_path)  # last: its presence marks the case done
             except BaseException:
-                report_path.unlink(missing_ok=True)
+                for p in [report_path, *tables.values(), *images.values()]:
+                    p.unlink(missing_ok=True)
                 raise
             done.append(case.id)
             _emit(reporter, {"event": "finished", "case": case.id, "outputs": outputs, "timings": result.timings,

@@ -58,13 +58,18 @@ class NetworkInput:
         on_windows: called with the number of windows of each call (progress).
         channels_last: feed windows as ``channels_last_3d`` (only for architectures measured to gain, e.g. SegResNet;
             PERFORMANCE.md §2.6); the model must have been converted too.
+        members: the network is an ensemble of this many members whose logits come concatenated along the
+            channels (``(B, members * K, ...)``, e.g. MCF's UNet + VNet with ``output="concat"``); the softmax is
+            taken per member, so the stitched output holds each member's probabilities (the caller averages them).
     """
 
     def __init__(self, model: torch.nn.Module, activation: str, modality: int | None = None, two_d: bool = False,
-                 on_windows: Callable[[int], None] | None = None, channels_last: bool = False) -> None:
+                 on_windows: Callable[[int], None] | None = None, channels_last: bool = False,
+                 members: int = 1) -> None:
         self.model, self.activation, self.modality, self.two_d = model, activation, modality, two_d
         self.on_windows = on_windows
         self.channels_last = channels_last and not two_d
+        self.members = members
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self.two_d:
@@ -78,7 +83,10 @@ class NetworkInput:
         if isinstance(out, (list, tuple)):
             out = out[0]
         out = out.float()
-        out = torch.softmax(out, 1) if self.activation == "softmax" else torch.sigmoid(out)
+        if self.activation == "softmax" and self.members > 1:
+            out = torch.softmax(out.unflatten(1, (self.members, -1)), 2).flatten(1, 2)
+        else:
+            out = torch.softmax(out, 1) if self.activation == "softmax" else torch.sigmoid(out)
         if self.two_d:
             out = out[:, :, None]
         if self.on_windows is not None:

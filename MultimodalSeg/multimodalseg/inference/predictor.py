@@ -17,7 +17,7 @@ from multimodalseg import catalog, io
 from multimodalseg import preprocessing as prep
 from multimodalseg.bundles import Bundle, load_bundle
 from multimodalseg.errors import UserError
-from multimodalseg.inference import postprocess
+from multimodalseg.inference import extras, postprocess
 from multimodalseg.inference.devices import choose_precision, precision_name, resolve_device
 from multimodalseg.inference.engine import (
     NetworkInput,
@@ -47,6 +47,12 @@ class Result:
         report: JSON-ready summary (inputs, model, device, settings, timings, volumes in mL).
         probabilities: ``(K, Z, Y, X)`` float32 softmax or sigmoid on ``probability_grid`` (network spacing, cropped
             to the foreground box), when asked for.
+        tables: CSV texts of the task's report extras by name (petmr-brain: ``{"suv": ...}``; the same data is in
+            ``report[name]``), for the caller to write (``inference.extras.write_tables``).
+        images: further volumes on the reference grid by name, written beside the label map as
+            ``<out>_<name>.nii.gz`` (:meth:`write_images`): ``disagreement`` (uint8, 1 where the members of an
+            ensemble bundle, e.g. MCF's UNet and VNet, give different labels) and the images of the task's report
+            extras (spine: ``fused``).
     """
 
     labels: sitk.Image
@@ -56,10 +62,25 @@ class Result:
     probabilities: np.ndarray | None = None
     probability_grid: sitk.Image | None = None
     outputs: dict[str, str] = field(default_factory=dict)
+    tables: dict[str, str] = field(default_factory=dict)
+    images: dict[str, sitk.Image] = field(default_factory=dict)
 
     def write(self, path: str | os.PathLike) -> Path:
         """Write the label map atomically (``io.write_image``)."""
         return io.write_image(self.labels, path)
+
+    def write_images(self, label_path: str | os.PathLike) -> dict[str, str]:
+        """Write :attr:`images` beside ``label_path`` (``seg.nii.gz`` -> ``seg_<name>.nii.gz``), each atomically;
+        on a failure the ones already written are removed. Returns ``{name: path}``."""
+        written: dict[str, str] = {}
+        try:
+            for name, image in self.images.items():
+                written[name] = os.fspath(io.write_image(image, extras.image_path(label_path, name)))
+        except BaseException:
+            for path in written.values():
+                Path(path).unlink(missing_ok=True)
+            raise
+        return written
 
 
 def load_model(task_id: str, model: str | os.PathLike | None) -> Bundle:
@@ -97,23 +118,35 @@ class Predictor:
         modality: ``ct`` or ``mr`` for bundles whose network is conditioned on it (``meta["conditional_modality"]``).
         convention: write label values in this convention of the task (e.g. ``brats2023``).
         keep_probabilities: keep the network-grid probabilities in the result.
+        report_options: options of the task's report extras (``inference.extras``; petmr-brain: ``{"suv":
+            SUVOverrides}``).
 
     Bundle metadata used (``bundles.py`` lists the keys): ``preprocessing.patch_size`` (window, ITK order; default
     the task's), ``preprocessing.spacing`` (network spacing; null: the reference's own; absent: the task's),
     ``preprocessing.normalization`` (role -> scheme, default the task's), ``preprocessing.roles`` (channel order),
-    ``network.config.spatial_dims`` (2: slice-wise), ``conditional_modality``, ``bf16_validated``, ``channels_last``.
-    The label table must use the task's label names and training indices.
+    ``network.config.spatial_dims`` (2: slice-wise), ``conditional_modality``, ``bf16_validated``, ``channels_last``,
+    ``inference.members`` (an ensemble: names of the members whose logits the network returns concatenated; their
+    softmax is averaged for the labels and their disagreement is an extra output). The label table must use the
+    task's label names and training indices. Fusion bundles (``meta["kind"] == "fusion"``) are refused.
     """
 
     def __init__(self, bundle: Bundle, device: str = "auto", *, tta: bool = False, sw_batch_size: int = 1,
                  overlap: float | None = None, progress: ProgressCallback | None = None, precision: str = "auto",
                  crop: bool = True, crop_margin_mm: float = 10.0, modality: str | None = None,
-                 convention: str | None = None, keep_probabilities: bool = False) -> None:
+                 convention: str | None = None, keep_probabilities: bool = False,
+                 report_options: Mapping[str, Any] | None = None) -> None:
         if sw_batch_size < 1:
             raise UserError(f"sw-batch-size must be at least 1, got {sw_batch_size}")
         self.bundle = bundle
         self.task = get_task(bundle.task)
         self.meta = bundle.meta
+        if self.meta.get("kind", "segmentation") != "segmentation":
+            raise UserError(f"model '{bundle.id}' is a {self.meta['kind']} model, not a segmentation model"
+                            + (" (use 'multimodalseg fuse')" if self.meta["kind"] == "fusion" else ""), bundle.path)
+        self.members = [str(m) for m in ((self.meta.get("inference") or {}).get("members") or [])]
+        if len(self.members) == 1 or (self.members and self.task.output_kind != "labels"):
+            raise UserError("bundle inference.members must name 2 or more members of a softmax (labels) network",
+                            bundle.path)
         pre = self.meta.get("preprocessing", {}) or {}
         self.roles = _check_roles(self.task, pre.get("roles"), bundle.path)
         _check_labels(self.task, self.meta.get("labels", []), bundle.path)
@@ -139,6 +172,7 @@ class Predictor:
         if convention is not None:
             self.task.values(convention)  # an unknown convention fails now, not after the network pass
         self.keep_probabilities = keep_probabilities
+        self.report_options = dict(report_options or {})
         # Per-architecture layout flag, set by whoever measured it to help (PERFORMANCE.md §2.6).
         self.channels_last = bool(self.meta.get("channels_last")) and not self.two_d
         self.model = bundle.build_model().to(self.device)
@@ -157,7 +191,7 @@ class Predictor:
         if "in_channels" in config and int(config["in_channels"]) != len(self.roles):
             raise UserError(f"bundle network takes {config['in_channels']} input channels, task {self.task.id} has "
                             f"{len(self.roles)} inputs", self.bundle.path)
-        if "out_channels" in config and int(config["out_channels"]) != expected_out:
+        if "out_channels" in config and int(config["out_channels"]) != expected_out:  # per member for ensembles
             raise UserError(f"bundle network has {config['out_channels']} output channels, task {self.task.id} "
                             f"needs {expected_out} ({self.task.output_kind})", self.bundle.path)
 
@@ -174,12 +208,15 @@ class Predictor:
 
     def predict(self, inputs: Mapping[str, InputValue], *, output: str | os.PathLike | None = None,
                 modality: str | None = None, span: tuple[float, float] = (0.0, 1.0),
-                extra: Mapping[str, Any] | None = None) -> Result:
+                extra: Mapping[str, Any] | None = None,
+                transforms: Mapping[str, sitk.Transform] | None = None) -> Result:
         """Segment one case.
 
         Args:
             inputs: role -> file, DICOM folder or ``sitk.Image``.
-            output: write the label map here (atomically) as the last stage.
+            output: write the label map here (atomically) as the last stage, and :attr:`Result.images` beside it.
+            transforms: role -> registration transform applied while resampling that input onto the reference
+                grid (fixed -> moving, as ``multimodalseg register`` writes it); also passed to the task's extras.
             modality: overrides the predictor's ``modality`` for this case.
             span, extra: progress fractions cover ``span`` of the run and events carry ``extra`` (batch mode).
         """
@@ -193,9 +230,14 @@ class Predictor:
 
         stages.start("load")
         images = prep.load_inputs(task, inputs)
+        # The task's report extras check their inputs now (e.g. SUV tags), before the network pass.
+        report_extra = extras.prepare(task, inputs, images,
+                                      {**self.report_options, "transforms": dict(transforms or {})})
+        for note in report_extra.notes if report_extra is not None else ():
+            stages.emit({"event": "warning", "message": note})
 
         stages.start("preprocess")
-        raw, reference = prep.to_reference_grid(task, images, paths)
+        raw, reference = prep.to_reference_grid(task, images, paths, transforms)
         box = None
         if self.crop:
             margin = self.crop_margin if self.crop_margin is not None else \
@@ -221,7 +263,8 @@ class Predictor:
             stages.update(done[0] / total)
 
         activation = "sigmoid" if task.output_kind == "regions" else "softmax"
-        net = NetworkInput(self.model, activation, modality_index, self.two_d, on_windows, self.channels_last)
+        net = NetworkInput(self.model, activation, modality_index, self.two_d, on_windows, self.channels_last,
+                           max(1, len(self.members)))
 
         def run(compute: torch.device, stitch: torch.device) -> torch.Tensor:
             done[0] = 0
@@ -234,6 +277,12 @@ class Predictor:
         probs, used = run_with_fallback(run, self.device, warn)
 
         stages.start("postprocess")
+        member_labels = None
+        if self.members:  # an ensemble: average the members' softmax; keep each member's argmax for the disagreement
+            member_probs = probs.unflatten(0, (len(self.members), -1))
+            member_labels = member_probs.argmax(1).to(torch.uint8).cpu().numpy()
+            probs = member_probs.mean(0)
+            del member_probs
         if task.output_kind == "regions":
             prediction = probs.cpu().numpy()
         else:
@@ -256,11 +305,30 @@ class Predictor:
             <= 255 else np.uint16
         labels = io.copy_geometry(values.astype(out_dtype), reference)
         label_ml, region_ml = postprocess.volumes_ml(indices, task, float(np.prod(reference.GetSpacing())) / 1000.0)
+        images_out: dict[str, sitk.Image] = {}
+        extra_report: dict[str, Any] = {}
+        if member_labels is not None:
+            images_out["disagreement"], extra_report["members"] = _disagreement(
+                member_labels, self.members, grid, sub, reference, box)
+        tables = {}
+        if report_extra is not None:
+            names = {v: name for name, v in task.values(self.convention).items()}
+            extra_report[report_extra.name], table = report_extra.finish(labels, names)
+            tables = {report_extra.name: table} if table is not None else {}
+            images_out.update(getattr(report_extra, "images", None) or {})  # spine: the fused CT-MR image
 
         outputs: dict[str, str] = {}
+        result = Result(labels, indices, {}, {}, probabilities=kept,
+                        probability_grid=grid if kept is not None else None, outputs=outputs, tables=tables,
+                        images=images_out)
         stages.start("write")
         if output is not None:
             outputs["labels"] = os.fspath(io.write_image(labels, output))
+            try:
+                outputs.update(result.write_images(output))
+            except BaseException:
+                Path(outputs["labels"]).unlink(missing_ok=True)  # all or nothing
+                raise
         stages.stop()
         timings = {**stages.timings, "total": round(time.perf_counter() - t_start, 4)}
         report = {
@@ -280,8 +348,29 @@ class Predictor:
             "volumes_ml": label_ml,
             "regions_ml": region_ml,
             "outputs": outputs,
+            **extra_report,
         }
-        return Result(labels, indices, timings, report, kept, grid if kept is not None else None, outputs)
+        result.timings, result.report = timings, report
+        return result
+
+
+def _disagreement(member_labels: np.ndarray, names: list[str], grid: sitk.Image, sub: sitk.Image,
+                  reference: sitk.Image, box: tuple[slice, ...] | None) -> tuple[sitk.Image, dict[str, Any]]:
+    """Where the members' argmax maps ``(M, Z, Y, X)`` (network grid) differ, as a uint8 image on the reference
+    grid (``postprocessing.spine.disagreement_map`` of the first member against each other one), and a summary."""
+    from multimodalseg.postprocessing.spine import disagreement_map
+
+    diff = np.zeros(member_labels.shape[1:], np.uint8)
+    for other in member_labels[1:]:
+        diff |= disagreement_map(member_labels[0], other)
+    diff_sub = prep.labels_to_grid(diff, grid, sub)
+    full = np.zeros(reference.GetSize()[::-1], np.uint8)
+    full[box if box is not None else ...] = diff_sub
+    voxels = int(full.sum())
+    summary = {"names": list(names), "combined": "mean of the members' softmax",
+               "disagreement_voxels": voxels,
+               "disagreement_ml": round(voxels * float(np.prod(reference.GetSpacing())) / 1000.0, 3)}
+    return io.copy_geometry(full, reference), summary
 
 
 def _describe(image: sitk.Image, path: str | None) -> dict[str, Any]:

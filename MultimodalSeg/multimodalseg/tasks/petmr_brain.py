@@ -60,4 +60,5 @@ TASK = TaskSpec(
     network="dual_uxnet",
     # Real aseg files also hold cerebral white matter and cortex, which are not among the 45 aseg.stats structures.
     label_aliases={2: 0, 3: 0, 41: 0, 42: 0},
+    report_extras="multimodalseg.suv.report:suv_report",
 )

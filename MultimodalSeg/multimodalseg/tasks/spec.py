@@ -130,6 +130,9 @@ class TaskSpec:
     modalities: tuple[str, ...] = ()
     # Post-processing applied to the predicted label map, "module:function", imported lazily by inference.
     postprocess: str | None = None
+    # Per-case extras of the segmentation report (PET/MR: SUV statistics per structure), "module:function",
+    # imported lazily by inference (``multimodalseg.inference.extras``).
+    report_extras: str | None = None
 
     def __post_init__(self) -> None:
         refs = [i.role for i in self.inputs if i.reference]

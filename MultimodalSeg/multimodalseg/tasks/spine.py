@@ -21,4 +21,7 @@ TASK = TaskSpec(
     spacing=(1.0, 1.0, 1.0),
     patch_size=(256, 256, 1),
     network="mcf",
+    # Vertebra levels and the fused CT-MR image in the segmentation report/outputs (MCF's disagreement map comes
+    # from the predictor for any ensemble bundle).
+    report_extras="multimodalseg.inference.spine_extras:spine_extras",
 )

@@ -33,4 +33,5 @@ TASK = TaskSpec(
     network="maunet",
     label_aliases={421: 420},  # a known MM-WHS MR label bug
     modalities=("ct", "mr"),
+    report_extras="multimodalseg.inference.heart_extras:heart_extras",  # chamber volumes, myocardial mass
 )
