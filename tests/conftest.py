@@ -69,3 +69,33 @@ def volume_file(tmp_path):
         return write_volume(tmp_path / name, array, **geometry)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def untrained_bundle(tmp_path_factory):
+    """Factory: an UNTRAINED small BasicUNet bundle for a task (real bundle file, real predictor path,
+    meaningless labels), for tests of plumbing such as report tables, never of accuracy."""
+
+    def make(task_id: str, spacing=(3.5, 3.5, 3.5), patch=(32, 32, 32)) -> Path:
+        import torch
+        from multimodalseg.bundles import save_bundle
+        from multimodalseg.nets import build_network
+        from multimodalseg.tasks import get_task
+
+        task = get_task(task_id)
+        config = {"spatial_dims": 3, "in_channels": len(task.inputs), "out_channels": task.num_classes,
+                  "features": [4, 4, 8, 8, 16, 4]}
+        torch.manual_seed(0)
+        net = build_network("basic_unet", **config)
+        path = tmp_path_factory.mktemp("untrained") / f"{task_id}-untrained.pt"
+        save_bundle(path, net.state_dict(), {
+            "id": f"{task_id}-untrained-test", "version": "0", "task": task_id, "demo": True,
+            "labels": [{"index": lab.index, "value": lab.value, "name": lab.name} for lab in task.labels],
+            "network": {"name": "basic_unet", "config": config},
+            "preprocessing": {"spacing": list(spacing), "patch_size": list(patch),
+                              "normalization": {i.role: i.normalization for i in task.inputs},
+                              "roles": list(task.roles)},
+        })
+        return path
+
+    return make

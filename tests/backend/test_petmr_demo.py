@@ -150,25 +150,9 @@ def _suv_values(subject: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def wiring_bundle(tmp_path_factory) -> Path:
-    """An UNTRAINED small UNet bundle for petmr-brain (2 inputs, 46 classes): real weights-only bundle, real
-    predictor, meaningless labels. Used only to test that segment writes the SUV tables and report."""
-    from multimodalseg.bundles import save_bundle
-    from multimodalseg.nets import build_network
-
-    config = {"spatial_dims": 3, "in_channels": 2, "out_channels": 46, "features": [4, 4, 8, 8, 16, 4]}
-    torch = pytest.importorskip("torch")
-    torch.manual_seed(0)
-    net = build_network("basic_unet", **config)
-    path = tmp_path_factory.mktemp("petmr-bundle") / "petmr-wiring.pt"
-    save_bundle(path, net.state_dict(), {
-        "id": "petmr-wiring-test", "version": "0", "task": "petmr-brain", "demo": True,
-        "labels": [{"index": lab.index, "value": lab.value, "name": lab.name} for lab in TASK.labels],
-        "network": {"name": "basic_unet", "config": config},
-        "preprocessing": {"spacing": [3.5, 3.5, 3.5], "patch_size": [32, 32, 32],
-                          "normalization": {i.role: i.normalization for i in TASK.inputs}, "roles": list(TASK.roles)},
-    })
-    return path
+def wiring_bundle(untrained_bundle) -> Path:
+    """An UNTRAINED small UNet bundle for petmr-brain: tests that segment writes the SUV tables, not accuracy."""
+    return untrained_bundle("petmr-brain")
 
 
 def _segment(*args: object, model: Path | None = None) -> subprocess.CompletedProcess:
@@ -212,7 +196,7 @@ def test_segment_writes_suv_statistics(segmented):
     for run in runs.values():
         assert run.returncode == 0, run.stderr
     report = json.loads((out / "s1" / "report.json").read_text())
-    assert report["model"]["id"] == "petmr-wiring-test"
+    assert report["model"]["id"] == "petmr-brain-untrained-test"
     assert report["outputs"]["suv"] == str(out / "s1" / "seg_suv.csv")
     table = list(csv.DictReader((out / "s1" / "seg_suv.csv").open()))
     info = json.loads((subjects[0] / "pet.json").read_text())

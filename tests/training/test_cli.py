@@ -11,6 +11,7 @@ import pytest
 from training.cli import main
 
 CONFIG = Path(__file__).parents[2] / "training" / "configs" / "whole-heart.yaml"
+TINY_UNET = ("--set", "model.network=basic_unet", "--set", "model.config={features: [4, 4, 8, 8, 16, 4]}")
 
 
 @pytest.fixture
@@ -77,7 +78,7 @@ def test_bad_yaml_and_missing_config(run, tmp_path):
 ])
 def test_config_values_that_cannot_work(run, heart_data, tmp_path, override, message):
     code, _, err = run("fit", "--config", CONFIG, "--data", heart_data, "--out", tmp_path / "run",
-                       "--set", "data.spacing=[]", "--set", "model.config.features=[4,4,8,8,16,4]",
+                       "--set", "data.spacing=[]", *TINY_UNET,
                        "--set", "augmentation.patch_size=[32,32,32]", "--set", override)
     assert code == 2
     one_line_error(err, message)
@@ -103,7 +104,7 @@ def test_export_and_validate_bad_files(run, tmp_path):
 
 def test_resume_without_checkpoint(run, heart_data, tmp_path):
     code, _, err = run("fit", "--config", CONFIG, "--data", heart_data, "--out", tmp_path / "run",
-                       "--set", "data.spacing=[]", "--set", "model.config.features=[4,4,8,8,16,4]",
+                       "--set", "data.spacing=[]", *TINY_UNET,
                        "--set", "augmentation.patch_size=[32,32,32]", "--resume")
     assert code == 2
     one_line_error(err, "checkpoint not found")

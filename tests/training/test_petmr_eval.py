@@ -103,14 +103,13 @@ def test_robustness_curve_rows():
         pm.robustness_curve([0.0, 0.1], [[0.9]])
 
 
-def test_validate_reports_paper_metrics_uptake_correlation_and_robustness(tmp_path, capsys):
-    """``python -m training validate`` with the shipped demo bundle on one fresh phantom (a central 84 mm cube of
+def test_validate_reports_paper_metrics_uptake_correlation_and_robustness(tmp_path, capsys, untrained_bundle):
+    """``python -m training validate`` with an untrained small bundle (no PET/MR demo bundle ships) on one phantom
+    (a central 84 mm cube of
     the head, so it runs in few windows): every metric of the paper, the uptake correlation recomputed here from
     the reported means, and Dice at each noise level. (How good the numbers are is the demo accuracy test's
     business: tests/backend/test_petmr_demo.py.)"""
-    from multimodalseg import catalog
-
-    bundle = catalog.fetch(catalog.default_for("petmr-brain"))
+    bundle = untrained_bundle("petmr-brain", spacing=(1.75, 1.75, 1.75))
     case = make_case("petmr-brain", 9200, shape=(48, 48, 48), spacing=(1.75, 1.75, 1.75))
     write_case(case, tmp_path / "data", 1)
     report = tmp_path / "validation.json"
