@@ -47,17 +47,6 @@ def test_shipped_catalog_lists_the_demo_bundle():
     assert set(entry.metrics["dice"]) == {"WT", "TC", "ET"} and entry.seconds["cpu"] > 0
 
 
-@pytest.fixture
-def one_thread():
-    """One torch thread, as the CLI picks on a 2-core machine (two threads on shared cores are several times
-    slower)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.mark.slow
 def test_demo_bundle_dice_on_fresh_phantoms(tmp_path, one_thread):

@@ -18,16 +18,6 @@ from multimodalseg.nets.cin import (
 )
 from multimodalseg.nets.maunet import DEMO_CONFIG, MAUNet
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # On the shared 2-core machine two intra-op threads wait on each other: small 3D ops run far slower.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 # Small ViT for the CPU tests: UNETR's 12 blocks at hidden size 48 (the real one is 768).
 SMALL_VIT = {"img_size": 32, "feature_size": 12, "hidden_size": 48, "mlp_dim": 96, "num_heads": 4}
 SMALL_SWIN = {"feature_size": 12, "depths": (2, 2, 2, 2), "num_heads": (1, 1, 2, 2)}

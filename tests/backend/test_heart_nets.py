@@ -24,15 +24,6 @@ from multimodalseg.postprocessing import heart as roi
 from scipy.spatial.transform import Rotation
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # On the shared 2-core machine two intra-op threads wait on each other: small 3D ops run far slower.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def n_params(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 

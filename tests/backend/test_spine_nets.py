@@ -13,15 +13,6 @@ from multimodalseg.nets.mcf import DEMO_CONFIG as MCF_DEMO
 from multimodalseg.nets.mcf import VNET_PAPER_CONFIG, MCFNet, MCFVNet, mean_log_probabilities, split_concat
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # On the shared 2-core CI machine, two intra-op threads make these small ops far slower, not faster.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def n_params(module: torch.nn.Module | list) -> int:
     params = module.parameters() if isinstance(module, torch.nn.Module) else module
     return sum(p.numel() for p in params)

@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 from multimodalseg.phantoms import make_case
 from multimodalseg.phantoms.layouts import write_case
-from training_helpers import one_thread
 
 SHAPE = (32, 32, 32)
 
@@ -37,10 +36,3 @@ def dataset(tmp_path):
 def heart_data(tmp_path_factory) -> Path:
     """Four whole-heart CT phantoms in the MM-WHS layout, shared read-only by the trainer tests."""
     return write_dataset("whole-heart", tmp_path_factory.mktemp("heart"), 4, modality="ct")
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Every training test runs torch on one thread (see ``training_helpers.one_thread``)."""
-    with one_thread():
-        yield

@@ -32,16 +32,6 @@ from training.cyclegan import (
 )
 from training.datasets.mmwhs import find_cases
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # On the shared 2-core machine two intra-op threads wait on each other: small 3D ops run far slower.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 ROI_SIZE, ROI_SPACING = 16, 7.0  # 112 mm around the heart: small enough for a few CPU iterations
 TINY_GENERATOR = {"channels": 4, "num_downsampling": 2, "num_blocks": 1}
 TINY_CRITIC = {"channels": 4, "num_layers_d": 2}

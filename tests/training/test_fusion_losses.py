@@ -25,14 +25,6 @@ from training.fusion_losses import (
 )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def slices() -> tuple[torch.Tensor, torch.Tensor]:
     """Two sagittal phantom slice pairs (CT windowed, registered T2 MR scaled), cropped to the central 40 x 40 pixels

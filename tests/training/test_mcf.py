@@ -24,14 +24,6 @@ from training.mcf_losses import (
 )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def logits_from_labels(labels: torch.Tensor, k: int, confidence: float = 4.0) -> torch.Tensor:
     return confidence * F.one_hot(labels, k).movedim(-1, 1).float()
 
