@@ -7,9 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-import SimpleITK as sitk
 
 REPO = Path(__file__).resolve().parents[2]
 MODULE_DIR = REPO / "MultimodalSeg"
@@ -70,24 +68,7 @@ def qapp():
     return QApplication.instance() or QApplication([])
 
 
-def write_volume(path: Path, array: np.ndarray, spacing=(1.0, 1.0, 1.0), origin=(0.0, 0.0, 0.0),
-                 direction=None) -> Path:
-    """Write a (z, y, x) array with this geometry (NIfTI/NRRD by suffix)."""
-    image = sitk.GetImageFromArray(array)
-    image.SetSpacing(spacing)
-    image.SetOrigin(origin)
-    if direction is not None:
-        image.SetDirection(direction)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sitk.WriteImage(image, str(path))
-    return path
-
-
 @pytest.fixture
-def volume(tmp_path):
-    """``volume(name, array, **geometry)`` writes a volume under tmp_path and returns its path."""
-
-    def make(name: str, array: np.ndarray, **geometry) -> Path:
-        return write_volume(tmp_path / name, array, **geometry)
-
-    return make
+def volume(volume_file):
+    """``volume(name, array, **geometry)`` writes a volume under tmp_path (the root conftest's ``volume_file``)."""
+    return volume_file
