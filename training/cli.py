@@ -10,10 +10,10 @@ import argparse
 import json
 import os
 import sys
-import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
+from multimodalseg.cli import run_command
 from multimodalseg.errors import UserError
 
 CONFIG_DIR = Path(__file__).parent / "configs"
@@ -182,24 +182,7 @@ def run_check(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command; returns the exit code (0 ok, 1 internal error, 2 user error, 130 interrupted)."""
-    args = build_parser().parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except UserError as exc:
-        if args.debug:
-            traceback.print_exc()
-        if _rank() == 0:
-            print(f"training {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"training {args.command}: interrupted", file=sys.stderr)
-        return 130
-    except Exception as exc:  # an internal error: say so, and show the traceback only with --debug
-        if args.debug:
-            traceback.print_exc()
-        print(f"training {args.command}: internal error: {type(exc).__name__}: {exc} (rerun with --debug)",
-              file=sys.stderr)
-        return 1
+    return run_command(build_parser().parse_args(argv), "training", show_errors=_rank() == 0)
 
 
 if __name__ == "__main__":

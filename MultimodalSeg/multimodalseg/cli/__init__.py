@@ -33,26 +33,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the exit code (0 ok, 1 internal error, 2 user error, 130 interrupted)."""
-    args = build_parser().parse_args(argv)
+def run_command(args: argparse.Namespace, prog: str, *, show_errors: bool = True) -> int:
+    """Run ``args.func(args)`` and turn its outcome into an exit code, as every MultimodalSeg command line does:
+    0 ok, 2 user error (one line), 130 interrupted, 1 internal error; ``args.debug`` shows tracebacks.
+    ``show_errors`` False keeps user errors quiet (e.g. all DDP ranks but the first)."""
     try:
-        result = args.func(args)
-        return int(result or 0)
+        return int(args.func(args) or 0)
     except UserError as exc:
         if args.debug:
             traceback.print_exc()
-        print(f"multimodalseg {args.command}: error: {exc}", file=sys.stderr)
+        if show_errors:
+            print(f"{prog} {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"multimodalseg {args.command}: interrupted", file=sys.stderr)
+        print(f"{prog} {args.command}: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # an internal error: say so, and show the traceback only with --debug
         if args.debug:
             traceback.print_exc()
-        print(f"multimodalseg {args.command}: internal error: {type(exc).__name__}: {exc} (rerun with --debug)",
+        print(f"{prog} {args.command}: internal error: {type(exc).__name__}: {exc} (rerun with --debug)",
               file=sys.stderr)
         return 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (0 ok, 1 internal error, 2 user error, 130 interrupted)."""
+    return run_command(build_parser().parse_args(argv), "multimodalseg")
 
 
 if __name__ == "__main__":
