@@ -49,6 +49,7 @@ VARIANTS: dict[str, tuple[str, Any, str]] = {
     "bf16": ("precision", "bf16", "after"),
     "channels-last": ("channels_last", True, "after"),
     "whole-volume": ("whole_volume", True, "after"),
+    "onednn": ("onednn", False, "before"),
 }
 
 
@@ -66,9 +67,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--variant-tasks", default="brain-tumor", help="tasks whose networks get the variant runs")
     p.add_argument("--variant-networks", default="ours,segresnet16",
                    help="'ours' (the catalog bundle, else the demo width) and/or 'segresnet16'")
+    p.add_argument("--spine-fusion", action="store_true",
+                   help="spine rows also make the fused CT-MR image (a second network over every slice; off by "
+                        "default: the rows compare the segmentation networks)")
     p.add_argument("--scaling-task", default="brain-tumor")
     p.add_argument("--cli-task", default="brain-tumor")
-    p.add_argument("--threads", type=int, default=None, help="torch threads for every row (default: all cores)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads for every row (default: the product's, all cores but one)")
     p.add_argument("--repeats", type=int, default=None, help="timed runs per row (default 1; --gpu 3)")
     p.add_argument("--warmup", type=int, default=None, help="untimed runs first (default 0; --gpu 1)")
     p.add_argument("--max-sliding-window-s", type=float, default=90.0,
@@ -89,7 +94,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.variants = _split(args.variants, tuple(VARIANTS), "--variants")
     args.variant_tasks = _split(args.variant_tasks, cases.TASKS, "--variant-tasks")
     args.variant_networks = _split(args.variant_networks, ("ours", "segresnet16"), "--variant-networks")
-    args.threads = args.threads or os.cpu_count() or 1
+    # The product's default (devices.configure_threads): all cores but one, so a GUI core stays free. On a shared
+    # 2-core machine 2 threads also wait on each other whenever another process holds a core.
+    args.threads = args.threads or max(1, (os.cpu_count() or 2) - 1)
     args.repeats = args.repeats or (3 if args.gpu else 1)
     args.warmup = args.warmup if args.warmup is not None else (1 if args.gpu else 0)
     return args
@@ -180,7 +187,8 @@ class Bench:
 
     def default_options(self) -> dict[str, Any]:
         return {"crop": True, "inference_mode": True, "threads": self.args.threads, "sw_batch_size": 1,
-                "precision": "auto" if self.args.gpu else "fp32", "channels_last": False, "whole_volume": False}
+                "precision": "auto" if self.args.gpu else "fp32", "channels_last": False, "whole_volume": False,
+                "onednn": True}
 
     def execute(self, name: str, case: cases.CaseFiles, net: cases.NetSpec, bundle: str,
                 options: dict[str, Any], dice: bool = False) -> dict[str, Any]:
@@ -190,7 +198,9 @@ class Bench:
                   "dice": dice, "output": os.fspath(self.workdir / "outputs" / f"{run_id}.nii.gz"),
                   "modality": case.spec.modality, "device": self.device,
                   "repeats": self.args.repeats, "warmup": self.args.warmup,
-                  "max_sliding_window_s": self.args.max_sliding_window_s or None, **options,
+                  "max_sliding_window_s": self.args.max_sliding_window_s or None,
+                  "report_options": {"fusion": bool(self.args.spine_fusion)} if case.spec.task == "spine" else {},
+                  **options,
                   "result": os.fspath(self.workdir / "configs" / f"{run_id}.result.json")}
         load = [round(v, 2) for v in os.getloadavg()]
         row: dict[str, Any] = {"id": run_id, "task": case.spec.task, "network": net.label, "registry": net.name,
@@ -314,7 +324,7 @@ class Bench:
                     self.save()
                     continue
                 row = self.execute(f"{task} {base['network']} {change}={value}", case, net, base["bundle"],
-                                   {**defaults, key: value})
+                                   {**defaults, key: value}, dice=bool(base.get("dice")))
                 row["variant"] = change
                 self.results["variant_runs"].append(row)
                 before, after = (row, base) if side == "before" else (base, row)
@@ -324,9 +334,12 @@ class Bench:
                     entry["ratio"] = round(after["seconds"] / before["seconds"], 3)
                     entry["agreement_dice"] = round(cases.label_agreement(cases.read_labels(base["output"]),
                                                                           cases.read_labels(row["output"])), 4)
+                    entry["note"] = f"RSS {before.get('peak_rss_gib')} -> {after.get('peak_rss_gib')} GiB"
                     if base.get("dice") and row.get("dice"):
                         entry["dice_before"], entry["dice_after"] = before["dice"], after["dice"]
-                    entry["note"] = f"RSS {before.get('peak_rss_gib')} -> {after.get('peak_rss_gib')} GiB"
+                        entry["note"] += "; Dice vs phantom " + ", ".join(
+                            f"{k} {before['dice'][k]:.3f} -> {after['dice'][k]:.3f}" for k in ("mean", "regions_mean")
+                            if before["dice"].get(k) is not None and after["dice"].get(k) is not None)
                 else:
                     entry["note"] = f"{row['status']}: {row.get('error')}"
                 self.results["variants"].append(entry)
@@ -401,6 +414,8 @@ class Bench:
             cmd += ["--input", f"{role}={path}"]
         if case.spec.modality:
             cmd += ["--modality", case.spec.modality]
+        if task == "spine" and not self.args.spine_fusion:
+            cmd += ["--no-fusion"]
         load = [round(v, 2) for v in os.getloadavg()]
         code, wall, rss = run_child(cmd, self.args.timeout, self.workdir / "logs" / f"cli-{task}.log")
         entry: dict[str, Any] = {"task": task, "network": f"{base['network']} {base['width']}",

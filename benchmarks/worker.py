@@ -7,6 +7,8 @@ the process's peak RSS belongs to that configuration alone. The same :func:`run_
 Config keys: ``task``, ``model`` (bundle path or catalog id), ``inputs`` (role -> file), ``output`` (label map to
 write: the ``write`` stage), ``label`` and ``dice`` (Dice against the phantom label), ``modality``, ``device``,
 ``precision``, ``threads``, ``crop``, ``sw_batch_size``, ``inference_mode``, ``channels_last``, ``whole_volume``,
+``report_options`` (the task's report extras, e.g. ``{"fusion": False}`` for spine), ``onednn`` (False:
+PyTorch's own conv kernel choice instead of ``inference.onednn``'s routing, the "before" of that change),
 ``repeats``, ``warmup``, ``max_sliding_window_s`` (stop a run whose sliding window takes longer and extrapolate its
 time from the fraction of windows done: status ``estimated``), ``result`` (where the JSON goes as a script).
 
@@ -123,7 +125,12 @@ def run_config(config: dict[str, Any]) -> dict[str, Any]:
         watch = Watch(config.get("max_sliding_window_s"))
         predictor = Predictor(bundle, config.get("device", "cpu"), sw_batch_size=int(config.get("sw_batch_size", 1)),
                               precision=config.get("precision", "fp32"), crop=bool(config.get("crop", True)),
-                              modality=config.get("modality"), progress=watch)
+                              modality=config.get("modality"), progress=watch,
+                              report_options=config.get("report_options") or {})
+        if not config.get("onednn", True):
+            predictor.model = bundle.build_model().to(predictor.device)  # unrouted convs
+            if predictor.channels_last:
+                predictor.model = predictor.model.to(memory_format=torch.channels_last_3d)
         model_load_s = time.perf_counter() - t1
         if predictor.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(predictor.device)

@@ -105,6 +105,10 @@ class AugmentationConfig:
         patch_size: training patch, ITK (x, y, z) order, voxels; None: the task's.
         samples_per_case: patches drawn per case per epoch (``RandCropByPosNegLabeld.num_samples``).
         pos_fraction: share of patches centred on foreground; None: uniform random crops (DMFNet's sampling).
+        balance_classes: split the foreground share evenly over the classes (``RandCropByLabelClassesd``, as
+            nnU-Net's class oversampling) instead of over the foreground voxels (``RandCropByPosNegLabeld``):
+            with many labels of very different sizes (45 aseg structures) voxel sampling centres nearly every
+            patch on the largest ones.
         flip_prob: probability of a flip, per axis.
         intensity_prob: probability of the intensity scale and shift each.
         intensity_scale, intensity_shift: factors of ``RandScaleIntensityd`` / ``RandShiftIntensityd``.
@@ -121,6 +125,7 @@ class AugmentationConfig:
     patch_size: list[int] | None = None
     samples_per_case: int = 2
     pos_fraction: float | None = 0.5
+    balance_classes: bool = False
     flip_prob: float = 0.5
     intensity_prob: float = 0.5
     intensity_scale: float = 0.1
@@ -214,7 +219,7 @@ class TrainingConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str | None = None) -> TrainingConfig:
         """Build and type-check from plain types; unknown keys are a UserError (``source`` names the file)."""
-        return _build(cls, data, "", source)
+        return build_section(cls, data, "", source)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain types only (YAML and JSON ready); ``from_dict(to_dict())`` gives an equal config."""
@@ -225,7 +230,7 @@ class TrainingConfig:
         data = self.to_dict()
         for item in overrides:
             key, value = parse_override(item)
-            _assign(data, key, value)
+            assign_override(data, key, value)
         return TrainingConfig.from_dict(data, source="--set")
 
 
@@ -272,7 +277,8 @@ def parse_override(item: str) -> tuple[str, Any]:
         raise UserError(f"override '{item}': value is not valid YAML", "--set") from None
 
 
-def _assign(data: dict[str, Any], key: str, value: Any) -> None:
+def assign_override(data: dict[str, Any], key: str, value: Any) -> None:
+    """Set the dotted ``key`` (a ``--set`` override) in the raw config mapping ``data``."""
     parts = key.split(".")
     node: Any = data
     for i, part in enumerate(parts[:-1]):
@@ -286,7 +292,8 @@ def _assign(data: dict[str, Any], key: str, value: Any) -> None:
     node[parts[-1]] = value  # unknown leaf keys are caught by from_dict
 
 
-def _build(cls: type, data: Any, prefix: str, source: str | None) -> Any:
+def build_section(cls: type, data: Any, prefix: str, source: str | None) -> Any:
+    """The dataclass ``cls`` from the raw mapping ``data``; unknown keys and bad types name ``prefix`` + key."""
     if not isinstance(data, dict):
         raise UserError(f"config section '{prefix.rstrip('.') or 'top level'}' must be a mapping", source)
     hints = typing.get_type_hints(cls)
@@ -304,7 +311,7 @@ def _convert(hint: Any, value: Any, key: str, source: str | None) -> Any:
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
     if dataclasses.is_dataclass(hint):
-        return _build(hint, {} if value is None else value, f"{key}.", source)
+        return build_section(hint, {} if value is None else value, f"{key}.", source)
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None

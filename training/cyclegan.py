@@ -8,8 +8,9 @@ and linearly decaying to 0 over the second (junyanz defaults).
 
 :func:`synthesize_ct` turns an MR volume into a synthetic CT in Hounsfield units on the MR's own grid, so the MR
 label map stays valid for it; :func:`write_synthetic_cases` writes ``ct_synth_<id>_image/_label`` files in the
-MM-WHS layout for ``round(fraction × number of real CT)`` MR cases (paper: 50 %, e.g. 10 synthetic + 20 real CT),
-which the supervised trainer then reads as CT cases.
+MM-WHS layout for ``fraction × number of real CT`` (rounded half up) MR cases (paper: 50 %, e.g. 10 synthetic +
+20 real CT), which the supervised trainer then reads as CT cases. :func:`synthesize_dataset` does both for the
+cascade's training split (``python -m training.cyclegan --config whole-heart-cascade.yaml --data DIR --out SYNTH``).
 """
 
 from __future__ import annotations
@@ -265,11 +266,24 @@ def synthesize_ct(generator: nn.Module, mr: sitk.Image, *, spacing: float | None
     return sitk.Cast(sitk.Round(synthetic), sitk.sitkInt16)
 
 
-def synthetic_count(n_real_ct: int, fraction: float, n_mr: int) -> int:
-    """How many synthetic CTs to add: ``round(fraction × n_real_ct)``, at most the MR cases available."""
-    if fraction < 0 or n_real_ct < 0 or n_mr < 0:
+def synthetic_target(n_real_ct: int, fraction: float) -> int:
+    """``fraction × n_real_ct`` rounded half up (1 real CT at 0.5 gives 1, not Python's round-half-even 0)."""
+    if fraction < 0 or n_real_ct < 0:
         raise ValueError("fraction and counts must be >= 0")
-    return min(n_mr, int(round(fraction * n_real_ct)))
+    return int(math.floor(fraction * n_real_ct + 0.5))
+
+
+def synthetic_count(n_real_ct: int, fraction: float, n_mr: int) -> int:
+    """How many synthetic CTs to add: :func:`synthetic_target`, at most the MR cases available."""
+    if n_mr < 0:
+        raise ValueError("fraction and counts must be >= 0")
+    return min(n_mr, synthetic_target(n_real_ct, fraction))
+
+
+def synthetic_id(mr_case_id: str) -> str:
+    """The MM-WHS case id of the synthetic CT made from MR case ``mr_case_id``: ``ct_synth_`` + its alphanumerics
+    (``mr_train_1001`` -> ``ct_synth_mrtrain1001``), so the layout reader sees a CT case."""
+    return "ct_synth_" + "".join(ch for ch in str(mr_case_id) if ch.isalnum())
 
 
 def write_synthetic_cases(
@@ -299,10 +313,93 @@ def write_synthetic_cases(
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for case_id, image, label in chosen:
-        stem = "ct_synth_" + "".join(ch for ch in str(case_id) if ch.isalnum())
+        stem = synthetic_id(case_id)
         if not stem[-1].isdigit():
             raise ValueError(f"case id {case_id!r} must end in a number (MM-WHS names: ct_synth_<id>_image)")
         write_image(synthesize_ct(generator, image, **synthesis), out / f"{stem}_image.nii.gz")
         write_image(label, out / f"{stem}_label.nii.gz")
         written.append(out / f"{stem}_image.nii.gz")
     return written
+
+
+def synthesize_dataset(config: Any, synthetic: Any, out: str | Path) -> dict[str, Any]:
+    """Train the CycleGAN on the training split's unpaired MR and CT cases and write the synthetic CT cases.
+
+    Args:
+        config: the cascade's ``TrainingConfig`` (data root, validation split and seed: the same split as the
+            cascade, so no validation MR case is translated).
+        synthetic: its ``cascade.synthetic`` section (``training.heart_cascade.SyntheticConfig``).
+        out: the synthetic CT folder (MM-WHS layout) with ``cyclegan_g_ct.pt`` (the MR -> CT generator's state
+            dict) and ``synthetic.json`` (sources, counts, first and last losses).
+    """
+    from multimodalseg.fileutil import atomic_write, atomic_write_json
+    from multimodalseg.io import read_image
+    from multimodalseg.tasks import get_task
+
+    from training.data import split_cases
+    from training.run import load_cases
+
+    task = get_task(config.task)
+    _, cases = load_cases(config, task)
+    split = split_cases([c for c in cases if not c.id.startswith("ct_synth_")], config)
+    role = task.inputs[0].role
+    train = {m: [c for c in split.train if c.modality == m] for m in ("mr", "ct")}
+    if not train["mr"] or not train["ct"]:
+        raise ValueError("the CycleGAN needs MR and CT training cases (after the validation split)")
+    images = {m: [c.read_inputs()[role] for c in cs] for m, cs in train.items()}
+    volumes = {m: prepare_volumes(images[m], m, synthetic.spacing) for m in ("mr", "ct")}
+    model = CycleGAN(3, generator=dict(synthetic.generator), discriminator=dict(synthetic.discriminator))
+    settings = CycleGANConfig(iterations=synthetic.iterations, lr=synthetic.lr, seed=config.seed)
+    model, history = train_cyclegan(volumes["mr"], volumes["ct"], model=model, config=settings,
+                                    patch_size=synthetic.patch_size, batch_size=synthetic.batch_size)
+    mr_cases = [(c.id, image, read_image(c.label, label=True)) for c, image in zip(train["mr"], images["mr"])]
+    written = write_synthetic_cases(model.g_ct, mr_cases, out, n_real_ct=len(train["ct"]),
+                                    fraction=synthetic.fraction, seed=config.seed, spacing=synthetic.spacing,
+                                    roi_size=synthetic.patch_size)
+    folder = Path(out)
+    state = {k: v.detach().cpu() for k, v in model.g_ct.state_dict().items()}
+    atomic_write(folder / "cyclegan_g_ct.pt", lambda tmp: torch.save(state, tmp), ".pt")
+    sources = {synthetic_id(c.id): c.id for c in train["mr"]}
+    names = [p.name.removesuffix("_image.nii.gz") for p in written]
+    summary = {"cases": {n: sources[n] for n in names}, "real_ct": len(train["ct"]), "fraction": synthetic.fraction,
+               "val_cases": [c.id for c in split.val], "iterations": synthetic.iterations,
+               "first_losses": history[0], "last_losses": history[-1]}
+    atomic_write_json(folder / "synthetic.json", summary)
+    return summary
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m training.cyclegan --config CASCADE.yaml --data DIR --out SYNTH``."""
+    import argparse
+
+    from multimodalseg.cli import run_command
+    from multimodalseg.errors import UserError
+
+    def run(args: argparse.Namespace) -> int:
+        from training.heart_cascade import load_cascade_config
+
+        config, cascade = load_cascade_config(args.config, args.overrides)
+        config.data.root = args.data
+        if config.train.threads:
+            torch.set_num_threads(config.train.threads)
+        try:
+            summary = synthesize_dataset(config, cascade.synthetic, args.out)
+        except ValueError as exc:
+            raise UserError(str(exc), args.data) from None
+        first, last = summary["first_losses"]["g_total"], summary["last_losses"]["g_total"]
+        print(f"{len(summary['cases'])} synthetic CT case(s) in {args.out} (generator loss {first:.3f} -> {last:.3f})")
+        return 0
+
+    p = argparse.ArgumentParser(prog="python -m training.cyclegan",
+                                description="Train the MR -> CT CycleGAN and write synthetic CT cases")
+    p.add_argument("--config", required=True, help="the cascade's training YAML (its cascade.synthetic section)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--data", required=True, help="MM-WHS-layout folder of CT and MR cases")
+    p.add_argument("--out", required=True, help="folder for the synthetic CT cases")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.set_defaults(func=run, command="synthesize")
+    return run_command(p.parse_args(argv), "training")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

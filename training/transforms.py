@@ -20,12 +20,14 @@ from typing import Any
 
 import numpy as np
 from monai.transforms import (
+    ClassesToIndicesd,
     Compose,
     EnsureTyped,
     FgBgToIndicesd,
     MapTransform,
     OneOf,
     RandAffined,
+    RandCropByLabelClassesd,
     RandCropByPosNegLabeld,
     RandFlipd,
     RandRotated,
@@ -144,7 +146,9 @@ def prepare_transforms(config: TrainingConfig, task: TaskSpec, *, labelled: bool
     keys = ["image", "label"] if labelled else ["image"]
     out = [PrepareCased(task.id, network_spacing(config, task), config.data.crop_margin),
            SpatialPadd(keys=keys, spatial_size=roi)]
-    if labelled:
+    if labelled and config.augmentation.balance_classes:
+        out.append(ClassesToIndicesd(keys="label", num_classes=len(task.labels) + 1, indices_postfix="_classes"))
+    elif labelled:
         out.append(FgBgToIndicesd(keys="label", fg_postfix="_fg", bg_postfix="_bg"))
     return out
 
@@ -159,7 +163,13 @@ def train_transforms(config: TrainingConfig, task: TaskSpec, *, labelled: bool =
     extra_steps, extra_keys = loss_target_transforms(config, task) if labelled else ([], [])
     steps += extra_steps  # deterministic, so cached with the preparation
     keys += extra_keys
-    if labelled and aug.pos_fraction is not None:
+    if labelled and aug.pos_fraction is not None and aug.balance_classes:
+        classes = len(task.labels)  # background + each class an equal part of the foreground share
+        steps.append(RandCropByLabelClassesd(
+            keys=keys, label_key="label", spatial_size=roi, num_classes=classes + 1,
+            ratios=[1.0 - aug.pos_fraction] + [aug.pos_fraction / classes] * classes,
+            num_samples=aug.samples_per_case, indices_key="label_classes", warn=False))
+    elif labelled and aug.pos_fraction is not None:
         pos = aug.pos_fraction
         steps.append(RandCropByPosNegLabeld(
             keys=keys, label_key="label", spatial_size=roi, pos=pos, neg=1.0 - pos,

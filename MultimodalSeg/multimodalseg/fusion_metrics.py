@@ -2,8 +2,9 @@
 
 All metrics are defined on 8-bit grey images: arrays of grey levels in [0, 255] (uint8, or floats on that
 scale; :func:`to_gray8` converts any image). F is the fused image, A and B the two sources (CT and MR slices
-on the same grid). Implemented once here, with numpy and scipy only (no torch), for ``multimodalseg fuse`` and
-evaluation.
+on the same grid). Implemented once here, with numpy and scipy only (no torch), for ``multimodalseg fuse``,
+``multimodalseg evaluate --fused`` and ``segment --task spine``; the sources' grey levels come from
+:func:`source_gray8` (the fusion network's input scaling, so every caller scores the same images).
 
 - EN (bits, [0, 8]): −Σ_i p_i log2 p_i over F's 256-bin grey histogram (levels: rounded, clipped to 0..255).
 - MI (nats, [0, 2 ln 256 ≈ 11.09]): MI(F, A) + MI(F, B), each from the 256 × 256 joint histogram of the integer
@@ -26,7 +27,9 @@ Example:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
@@ -34,6 +37,9 @@ from scipy import ndimage
 GRAY_LEVELS = 256
 VIF_NOISE_VARIANCE = 2.0  # σ_n², for 0-255 grey levels
 _EPS = 1e-10
+# How the sources become images in [0, 1] (the fusion network's inputs) and grey levels (the metrics' A and B).
+CT_WINDOW_HU = (-250.0, 1250.0)  # fat and muscle stay apart, cortical bone saturates last
+MR_PERCENTILE = 99.5
 
 
 def to_gray8(image: np.ndarray, lo: float | None = None, hi: float | None = None) -> np.ndarray:
@@ -47,6 +53,39 @@ def to_gray8(image: np.ndarray, lo: float | None = None, hi: float | None = None
     if not hi > lo:
         return np.zeros(x.shape, np.uint8)
     return np.round(np.clip((x - lo) / (hi - lo), 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def scale_ct(hu: np.ndarray, window: tuple[float, float] | list[float] = CT_WINDOW_HU) -> np.ndarray:
+    """Hounsfield units -> [0, 1] through the window ``(lo, hi)`` (clipped), float32."""
+    lo, hi = float(window[0]), float(window[1])
+    if not hi > lo:
+        raise ValueError(f"CT window must have hi > lo, got {window}")
+    return np.clip((np.asarray(hu, np.float32) - np.float32(lo)) / np.float32(hi - lo), 0.0, 1.0)
+
+
+def scale_mr(values: np.ndarray, percentile: float = MR_PERCENTILE) -> np.ndarray:
+    """MR intensities -> [0, 1]: divided by the ``percentile`` of the positive voxels, clipped; float32.
+
+    Zero (outside the MR's field of view after resampling) stays 0. An MR without positive voxels gives zeros.
+    """
+    x = np.asarray(values, np.float32)
+    positive = x[x > 0]
+    scale = float(np.percentile(positive, percentile)) if positive.size else 0.0
+    if scale <= 0:
+        return np.zeros_like(x)
+    return np.clip(x / np.float32(scale), 0.0, 1.0)
+
+
+def unit_to_gray8(x01: np.ndarray) -> np.ndarray:
+    """[0, 1] -> uint8 grey levels (clipped, rounded): how the fused image is written and the sources are scored."""
+    return np.round(np.clip(np.asarray(x01, np.float32), 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def source_gray8(ct_hu: np.ndarray, mr: np.ndarray, ct_window: tuple[float, float] | list[float] = CT_WINDOW_HU,
+                 mr_percentile: float = MR_PERCENTILE) -> tuple[np.ndarray, np.ndarray]:
+    """The CT (HU) and MR (on one grid) as the grey images A and B of the metrics: scaled as the fusion
+    network's inputs (:func:`scale_ct`, :func:`scale_mr`), then :func:`unit_to_gray8`."""
+    return unit_to_gray8(scale_ct(ct_hu, ct_window)), unit_to_gray8(scale_mr(mr, mr_percentile))
 
 
 def _image(name: str, image: np.ndarray) -> np.ndarray:
@@ -180,7 +219,66 @@ def volume_fusion_metrics(fused: np.ndarray, a: np.ndarray, b: np.ndarray, axis:
     return {**{k: float(np.mean([r[k] for r in rows])) for k in rows[0]}, "slices": len(rows)}
 
 
+def comparison_metrics(fused8: np.ndarray, ct8: np.ndarray, mr8: np.ndarray, axis: int = 0
+                       ) -> dict[str, dict[str, float]]:
+    """:func:`volume_fusion_metrics` of the fused volume and, for comparison, of the CT and of the MR as if each
+    were the fusion: ``{"fused": {...}, "ct": {...}, "mr": {...}}`` (what ``fuse`` and ``evaluate`` report)."""
+    return {name: volume_fusion_metrics(f, ct8, mr8, axis=axis)
+            for name, f in (("fused", fused8), ("ct", ct8), ("mr", mr8))}
+
+
 def format_metrics(metrics: Mapping[str, float]) -> str:
     """One line: ``EN 5.02 bits, MI 2.60 nats, SF 33.83, VIF 0.51``."""
     units = {"EN": " bits", "MI": " nats", "SF": "", "VIF": ""}
     return ", ".join(f"{k} {metrics[k]:.2f}{units[k]}" for k in units if k in metrics)
+
+
+def fused_gray8(fused: np.ndarray) -> tuple[np.ndarray, str]:
+    """A fused volume as grey levels: as stored when its values are integers in 0..255 (what ``fuse`` writes),
+    else min-max scaled to 0..255 (:func:`to_gray8`). Returns the levels and which of the two was done."""
+    x = np.asarray(fused)
+    if x.size and x.min() >= 0 and x.max() <= 255 and (np.issubdtype(x.dtype, np.integer) or np.all(x == np.round(x))):
+        return x.astype(np.uint8), "as stored"
+    return to_gray8(x), "min-max scaled to 0-255"
+
+
+def evaluate_fusion_files(fused_path: str | os.PathLike, ct_path: str | os.PathLike, mr_path: str | os.PathLike, *,
+                          ct_window: tuple[float, float] | list[float] = CT_WINDOW_HU,
+                          mr_percentile: float = MR_PERCENTILE, axis: int = 0) -> dict[str, Any]:
+    """EN, MI, SF and VIF of a fused volume file against its CT and MR files, all on the CT grid (never resampled).
+
+    The sources are scored as ``fuse`` scores them (:func:`source_gray8`); the result also holds the CT and the MR
+    taken as the fusion (:func:`comparison_metrics`): ``{"inputs": {...}, "settings": {...}, "metrics": {"fused",
+    "ct", "mr"}}``.
+
+    Raises:
+        UserError: unreadable file, a fused image or MR not on the CT grid (naming that file), nothing to measure.
+    """
+    from multimodalseg.errors import UserError
+    from multimodalseg.io import read_image
+    from multimodalseg.metrics.evaluate import check_same_grid
+
+    if axis not in (0, 1, 2):
+        raise UserError(f"slice axis must be 0, 1 or 2, got {axis}")
+    ct = read_image(ct_path)
+    others = {"fused": (fused_path, read_image(fused_path)), "mr": (mr_path, read_image(mr_path))}
+    for name, (path, image) in others.items():
+        try:
+            check_same_grid(image, ct, path)
+        except UserError as exc:
+            detail = exc.problem.partition(": ")[2] or exc.problem
+            how = "resample it onto the CT grid first" if name == "mr" else "fuse on the CT grid ('multimodalseg fuse')"
+            raise UserError(f"not on the CT grid ({detail}); {how}", path) from None
+    import SimpleITK as sitk
+
+    fused8, levels = fused_gray8(sitk.GetArrayViewFromImage(others["fused"][1]))
+    try:
+        ct8, mr8 = source_gray8(sitk.GetArrayViewFromImage(ct), sitk.GetArrayViewFromImage(others["mr"][1]),
+                                ct_window, mr_percentile)
+        scores = comparison_metrics(fused8, ct8, mr8, axis=axis)
+    except ValueError as exc:  # a window with hi <= lo, slices under 41 x 41 (VIF), only constant slices
+        raise UserError(f"cannot compute the fusion metrics: {exc}", fused_path) from None
+    return {"inputs": {"fused": os.fspath(fused_path), "ct": os.fspath(ct_path), "mr": os.fspath(mr_path)},
+            "settings": {"ct_window": [float(v) for v in ct_window], "mr_percentile": float(mr_percentile),
+                         "axis": int(axis), "fused_levels": levels},
+            "metrics": scores}

@@ -201,3 +201,21 @@ def test_pet_structure_lands_where_it_is_in_physical_space(tmp_path):
         assert inside.sum() > 50 and (on_t1[inside] > 0.99).all() and (on_t1[~near] == 0).all()
     shift_seen = centroids[1] - centroids[0]
     np.testing.assert_allclose(shift_seen, [10.0, -7.5, 5.0], atol=1.5)
+
+
+def test_class_balanced_patches_reach_the_small_structures(dataset):
+    """45 structures of very different sizes: voxel-uniform foreground sampling centres most patches on the
+    cerebellum and brainstem; ``balance_classes`` (RandCropByLabelClassesd) spreads the centres over the classes."""
+    root = dataset("petmr-brain", 1, shape=(48, 60, 48))
+    _, cases = find_cases(TASK, root)
+    centre_classes = {}
+    for balanced in (False, True):
+        config = load_config(CONFIG_DIR / "petmr-brain.yaml",
+                             ["augmentation.patch_size=[9, 9, 9]", "augmentation.samples_per_case=60",
+                              f"augmentation.balance_classes={str(balanced).lower()}", "augmentation.pos_fraction=1.0"])
+        transform = train_transforms(config, TASK)
+        transform.set_random_state(seed=0)
+        patches = transform(cases[0].to_record())
+        centre_classes[balanced] = {int(p["label"][0, 4, 4, 4]) for p in patches}
+    assert 0 not in centre_classes[True]  # pos_fraction 1: every centre on a structure
+    assert len(centre_classes[True]) >= 30 and len(centre_classes[True]) > len(centre_classes[False]) + 10

@@ -1,4 +1,5 @@
-"""``multimodalseg evaluate``: Dice, Jaccard, sensitivity, precision, HD, HD95 and ASSD of a label map."""
+"""``multimodalseg evaluate``: Dice, Jaccard, sensitivity, precision, HD, HD95 and ASSD of a label map, and
+EN, MI, SF and VIF of a fused CT-MR image against its sources (``--fused --ct --mr``)."""
 
 from __future__ import annotations
 
@@ -19,12 +20,25 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "spacing), their means over labels, and the BraTS regions for brain-tumor. Both files must be "
                     "on the same grid. A label empty in both files scores Dice 1 and HD 0 and is left out of the "
                     "means; a label empty in one file scores Dice 0 and has no distances (null).")
-    p.add_argument("--pred", required=True, help="predicted label map (NIfTI, NRRD, MHA or a DICOM folder)")
-    p.add_argument("--ref", required=True, help="reference label map on the same grid")
+    p.add_argument("--pred", help="predicted label map (NIfTI, NRRD, MHA or a DICOM folder)")
+    p.add_argument("--ref", help="reference label map on the same grid")
     p.add_argument("--task", help="task id: label names, regions, and values outside its table are refused")
     p.add_argument("--convention", help="label convention of both files, for tasks that have several "
                                         "(brain-tumor: brats2021, brats2023, msd)")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON (undefined values as null)")
+    g = p.add_argument_group(
+        "fusion image (spine)", "EN, MI, SF and VIF (mean over slices) of a fused image against its CT and MR, all "
+        "on the CT grid (as 'multimodalseg fuse' writes it), with the CT alone and the MR alone for comparison. "
+        "The sources are scaled as the fusion model's inputs. With or without --pred/--ref.")
+    g.add_argument("--fused", help="fused image on the CT grid (8-bit grey as 'fuse' writes it; else min-max scaled)")
+    g.add_argument("--ct", help="the CT the image was fused from (Hounsfield units)")
+    g.add_argument("--mr", help="the MR, already resampled onto the CT grid")
+    g.add_argument("--ct-window", type=float, nargs=2, metavar=("LO", "HI"),
+                   help="CT window in HU for the CT's grey levels (default: the fusion default, -250 1250)")
+    g.add_argument("--mr-percentile", type=float,
+                   help="MR grey levels: divided by this percentile of its positive voxels (default 99.5)")
+    g.add_argument("--slice-axis", type=int, choices=(0, 1, 2), default=0,
+                   help="array axis (z, y, x) the metrics are averaged over, as the fusion's slices (default 0: z)")
     p.set_defaults(func=run)
 
 
@@ -73,19 +87,67 @@ def format_table(result: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _check_modes(args: argparse.Namespace) -> tuple[bool, bool]:
+    """(label maps given, fusion image given); a half-given pair is a UserError."""
+    from multimodalseg.errors import UserError
+
+    labels = args.pred is not None or args.ref is not None
+    fusion = any(v is not None for v in (args.fused, args.ct, args.mr))
+    if labels and (args.pred is None or args.ref is None):
+        raise UserError("--pred and --ref go together: give both label maps")
+    if fusion:
+        missing = [f"--{k}" for k in ("fused", "ct", "mr") if getattr(args, k) is None]
+        if missing:
+            raise UserError(f"the fusion metrics need --fused, --ct and --mr (missing {', '.join(missing)})")
+    elif args.ct_window is not None or args.mr_percentile is not None:
+        raise UserError("--ct-window and --mr-percentile are for the fusion metrics: give --fused, --ct and --mr")
+    if not labels and not fusion:
+        raise UserError("give --pred and --ref (label maps), or --fused, --ct and --mr (fusion image), or both")
+    if not labels and (args.task or args.convention):
+        raise UserError("--task and --convention are for label maps: give --pred and --ref")
+    return labels, fusion
+
+
+def _fusion(args: argparse.Namespace) -> dict[str, Any]:
+    from multimodalseg import fusion_metrics as fm
+
+    return fm.evaluate_fusion_files(
+        args.fused, args.ct, args.mr, ct_window=args.ct_window or fm.CT_WINDOW_HU,
+        mr_percentile=fm.MR_PERCENTILE if args.mr_percentile is None else args.mr_percentile, axis=args.slice_axis)
+
+
+def format_fusion(fusion: Mapping[str, Any]) -> str:
+    """The fusion metrics as lines: the fused image, then the CT and the MR taken as the fusion."""
+    from multimodalseg.fusion_metrics import format_metrics
+
+    m, s = fusion["metrics"], fusion["settings"]
+    lines = [f"fusion metrics (mean over {m['fused']['slices']} slices along axis {s['axis']}; fused grey levels "
+             f"{s['fused_levels']})"]
+    lines += [f"{title:9s} {format_metrics(m[name])}" for name, title in
+              (("fused", "fused"), ("ct", "CT alone"), ("mr", "MR alone"))]
+    return "\n".join(lines)
+
+
 def run(args: argparse.Namespace) -> int:
     from multimodalseg.metrics import evaluate_files, json_ready
     from multimodalseg.tasks import get_task
 
+    labels, fusion = _check_modes(args)
     task = get_task(args.task) if args.task else None
-    result = evaluate_files(args.pred, args.ref, task=task, convention=args.convention)
-    if task is not None and task.id == "whole-heart":
+    result: dict[str, Any] = {}
+    if labels:
+        result = evaluate_files(args.pred, args.ref, task=task, convention=args.convention)
+    if labels and task is not None and task.id == "whole-heart":
         from multimodalseg.metrics.heart import whs_scores
 
         scores = whs_scores(result["labels"])  # MM-WHS: volume-weighted means over the 7 structures
         result.update(whs=scores["whs"], whs_weights=scores["weights"])
+    if fusion:
+        result["fusion"] = _fusion(args)
     if args.json:
-        print(json.dumps(json_ready({"pred": args.pred, "ref": args.ref, **result}), indent=2, allow_nan=False))
+        paths = {"pred": args.pred, "ref": args.ref} if labels else {}
+        print(json.dumps(json_ready({**paths, **result}), indent=2, allow_nan=False))
     else:
-        print(format_table(result))
+        print("\n".join(([format_table(result)] if labels else []) + ([format_fusion(result["fusion"])]
+                                                                       if fusion else [])))
     return 0

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from pathlib import Path
 
 from multimodalseg.errors import UserError
@@ -30,12 +31,34 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--output", "-o", required=True, type=Path, help="fused image to write (.nii.gz, .nrrd, ...)")
     p.add_argument("--report", type=Path, metavar="JSON", help="write the metrics and settings as JSON")
     p.add_argument("--no-metrics", action="store_true", help="skip EN/MI/SF/VIF (faster)")
+    p.add_argument("--no-pad", action="store_true",
+                   help="fuse the slices unpadded (default: padded as the model was trained, 512x512 as the spine "
+                        "paper unless the bundle says otherwise, and cropped back)")
+    p.add_argument("--pad-mode", choices=("constant", "reflect", "replicate"),
+                   help="padding of the slices (default: replicate, the edge values)")
+    p.add_argument("--batch", type=int, help="slices per forward pass (default: 2 padded 512x512 slices, up to 8)")
+    p.add_argument("--progress", default="auto", choices=("auto", "json", "bar", "none"),
+                   help="auto: a bar when stdout is a terminal, JSON lines otherwise")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
     p.add_argument("--threads", type=int, help="CPU threads (default: all cores but one)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from multimodalseg.progress import JsonLines, make_reporter
+
+    reporter = make_reporter(args.progress)
+    try:
+        return _run(args, reporter)
+    except Exception as exc:  # a reading process (Slicer) gets an error event; the CLI prints the line and exits
+        if isinstance(reporter, JsonLines):
+            user = isinstance(exc, UserError)
+            message = str(exc) if user else f"internal error: {type(exc).__name__}: {exc}"
+            reporter({"event": "error", "message": message, "code": 2 if user else 1})
+        raise
+
+
+def _run(args: argparse.Namespace, reporter) -> int:
     from multimodalseg.cli.segment_cmd import check_output
 
     inputs = {"ct": args.ct, "mr": args.mr, **({"transform": args.transform} if args.transform else {})}
@@ -51,16 +74,32 @@ def run(args: argparse.Namespace) -> int:
     from multimodalseg.fusion_metrics import format_metrics
     from multimodalseg.inference.batch import write_json
     from multimodalseg.inference.devices import configure_threads
-    from multimodalseg.inference.fusion import FUSION_TASK, FusionRunner, fuse_case, load_fusion_model, write_fused
+    from multimodalseg.inference.fusion import (
+        FUSE_STAGE_WEIGHTS,
+        FUSION_TASK,
+        FusionRunner,
+        fuse_case,
+        load_fusion_model,
+        write_fused,
+    )
+    from multimodalseg.progress import JsonLines, Stages
     from multimodalseg.registration import read_transform
     from multimodalseg.tasks import get_task
 
+    t0 = time.perf_counter()
     transform = read_transform(args.transform) if args.transform else None
     images = prep.load_inputs(get_task(FUSION_TASK), {"ct": args.ct, "mr": args.mr})
     configure_threads(args.threads)
-    runner = FusionRunner(load_fusion_model(args.model), args.device)
+    runner = FusionRunner(load_fusion_model(args.model), args.device, args.batch, pad=not args.no_pad,
+                          pad_mode=args.pad_mode)
+    stages = Stages(reporter, weights=FUSE_STAGE_WEIGHTS)
+    stages.emit({"event": "started", "task": FUSION_TASK, "model": runner.bundle.id,
+                 "version": str(runner.bundle.meta.get("version")), "device": str(runner.device),
+                 "inputs": {k: os.fspath(v) for k, v in inputs.items()}})
+    stages.start("load")  # inputs and model are loaded: the stage ends at once
     result = fuse_case(runner, images["ct"], images["mr"], transform=transform,
-                       paths={"ct": args.ct, "mr": args.mr}, metrics=not args.no_metrics)
+                       paths={"ct": args.ct, "mr": args.mr}, metrics=not args.no_metrics, stages=stages)
+    stages.start("write")
     written = [write_fused(result, output)]
     try:
         if report_path is not None:
@@ -71,9 +110,16 @@ def run(args: argparse.Namespace) -> int:
     except BaseException:
         Path(written[0]).unlink(missing_ok=True)  # all or nothing
         raise
+    stages.stop()
+    outputs = {"fused": written[0], **({"report": written[1]} if len(written) > 1 else {})}
+    if reporter is not None:
+        reporter({"event": "finished", "outputs": outputs,
+                  "timings": {**stages.timings, "total": round(time.perf_counter() - t0, 4)},
+                  "metrics": result.metrics})
     for name, title in (("fused", "fused"), ("ct", "CT alone"), ("mr", "MR alone")):
         if name in result.metrics:
             print(f"{title:9s} {format_metrics(result.metrics[name])}")
     demo = " (demo model: phantoms only, not for clinical images)" if result.report["model"]["demo"] else ""
-    print(f"wrote {', '.join(written)} ({result.report['timings']['total']:.1f} s){demo}", file=sys.stderr)
+    if not isinstance(reporter, JsonLines):
+        print(f"wrote {', '.join(written)} ({result.report['timings']['total']:.1f} s){demo}", file=sys.stderr)
     return 0

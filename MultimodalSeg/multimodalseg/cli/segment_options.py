@@ -3,7 +3,8 @@
 ``--transform [ROLE=]TFM`` applies an ITK transform file (``multimodalseg register`` writes ``transform.tfm``:
 fixed/reference -> moving, LPS) to that input while it is resampled onto the reference grid; without ``ROLE=`` it
 is for the task's only non-reference input (spine: the MR). The spine options choose the fused image
-(``--fusion-model``, ``--no-fusion``) and the level of the lowest vertebra (``--lowest-level``).
+(``--fusion-model``, ``--no-fusion``) and the level of the lowest vertebra (``--lowest-level``); the whole-heart
+cascade's stages can be switched off (``--no-localization``, ``--no-refinement``).
 """
 
 from __future__ import annotations
@@ -26,7 +27,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--fusion-model", metavar="ID|PATH", help="fusion bundle for the fused CT-MR image "
                    "(default: the newest fusion model in the catalogs, if any)")
     g.add_argument("--no-fusion", action="store_true", help="do not write the fused CT-MR image")
+    g.add_argument("--fusion-no-pad", action="store_true", help="fuse unpadded slices (default: padded as the fusion "
+                   "model was trained, 512x512 as the spine paper unless its bundle says otherwise)")
     g.add_argument("--lowest-level", metavar="LEVEL", help="level of the lowest vertebra in the image (default L5)")
+    g = p.add_argument_group("whole-heart cascade (bundles with localisation -> ROI -> MAUNet -> SCN stages)")
+    g.add_argument("--no-localization", action="store_true",
+                   help="skip the localisation network: centre the ROI on the body (or the image)")
+    g.add_argument("--no-refinement", action="store_true", help="skip the SCN refinement of the ROI labels")
 
 
 def parse_transforms(items: list[str], task) -> dict[str, Path]:
@@ -64,7 +71,8 @@ def read_transforms(paths: dict[str, Path]) -> dict[str, Any]:
 def spine_options(args: argparse.Namespace, task) -> dict[str, Any]:
     """Options for the spine report extras; the spine options given for another task are a UserError."""
     given = [name for name, value in (("--fusion-model", args.fusion_model), ("--no-fusion", args.no_fusion),
-                                      ("--lowest-level", args.lowest_level)) if value]
+                                      ("--fusion-no-pad", args.fusion_no_pad), ("--lowest-level", args.lowest_level))
+             if value]
     if task.id != SPINE_TASK:
         if given:
             raise UserError(f"{', '.join(given)}: only for the spine task, not {task.id}")
@@ -77,4 +85,16 @@ def spine_options(args: argparse.Namespace, task) -> dict[str, Any]:
         raise UserError(f"--lowest-level: unknown vertebral level '{args.lowest_level}' (use one of "
                         f"{', '.join(LEVELS)})")
     return {"fusion": not args.no_fusion, "fusion_model": args.fusion_model, "lowest_level": args.lowest_level,
-            "device": args.device}
+            "device": args.device, "fusion_pad": not args.fusion_no_pad}
+
+
+def cascade_options(args: argparse.Namespace, bundle) -> dict[str, Any] | None:
+    """Stage switches for a cascade bundle (``Predictor(cascade=...)``); refused for a bundle without stages."""
+    given = [name for name, value in (("--no-localization", args.no_localization),
+                                      ("--no-refinement", args.no_refinement)) if value]
+    if not bundle.meta.get("cascade"):
+        if given:
+            raise UserError(f"{', '.join(given)}: model {bundle.meta.get('id', '?')} is not a cascade (only "
+                            "whole-heart cascade bundles have stages)", bundle.path)
+        return None
+    return {"localize": not args.no_localization, "refine": not args.no_refinement}

@@ -6,9 +6,11 @@ import itertools
 import math
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
+import SimpleITK as sitk
 import torch
 from monai.data.utils import dense_patch_slices
 from monai.inferers import sliding_window_inference
@@ -38,6 +40,28 @@ class WindowSettings:
             return [()]
         axes = [2 + a for a, r in enumerate(self.roi) if r > 1]
         return [combo for n in range(len(axes) + 1) for combo in itertools.combinations(axes, n)]
+
+
+@dataclass
+class NetworkPass:
+    """What a network path (the predictor's sliding window, or a task's cascade) hands back to the predictor.
+
+    Attributes:
+        indices: training-index map ``(Z, Y, X)`` on the reference input's grid (task post-processing applied).
+        device: where the network finally ran (after any out-of-memory fallback).
+        settings: the path's entries of the report's ``settings`` (``roi_zyx``, ``network_spacing``, ...).
+        probabilities: ``(K, Z, Y, X)`` float32 on ``probability_grid``, when the predictor keeps them.
+        images: further volumes on the reference grid by name (``Result.images``).
+        report: further report keys (e.g. ``members`` of an ensemble).
+    """
+
+    indices: np.ndarray
+    device: torch.device
+    settings: dict[str, Any]
+    probabilities: np.ndarray | None = None
+    probability_grid: sitk.Image | None = None
+    images: dict[str, sitk.Image] = field(default_factory=dict)
+    report: dict[str, Any] = field(default_factory=dict)
 
 
 def count_windows(shape: Sequence[int], roi: Sequence[int], overlap: float) -> int:

@@ -14,6 +14,9 @@ A task names its hook in ``TaskSpec.report_extras = "module:function"``; the pre
   warnings the predictor emits as progress events (e.g. "SUV not computed").
 - ``finish`` gets the label map (output values, on the reference grid) and ``names`` (value -> label name in the
   output convention); it returns JSON-ready data for the report and an optional CSV text.
+- Optionally the extra has ``progress_stage = (name, weight)`` for long work in ``finish`` (spine: the fusion):
+  the predictor adds that stage before ``write`` and runs ``finish`` inside it; the extra reports the fraction done
+  within it through ``options["progress"]`` (a callable the predictor always passes).
 - Optionally the extra has ``images`` (name -> ``sitk.Image`` on the reference grid), filled by ``finish``; the
   predictor writes them beside the label map as ``<out>_<name>`` (:func:`image_path`; spine: ``fused``).
 """

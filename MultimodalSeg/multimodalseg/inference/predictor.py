@@ -21,12 +21,14 @@ from multimodalseg.inference import extras, postprocess
 from multimodalseg.inference.devices import choose_precision, precision_name, resolve_device
 from multimodalseg.inference.engine import (
     NetworkInput,
+    NetworkPass,
     WindowSettings,
     count_windows,
     crop_margin_voxels,
     predict_probabilities,
     run_with_fallback,
 )
+from multimodalseg.inference.onednn import route_convolutions
 from multimodalseg.progress import ProgressCallback, Stages
 from multimodalseg.tasks import get_task
 from multimodalseg.tasks.spec import TaskSpec
@@ -120,6 +122,8 @@ class Predictor:
         keep_probabilities: keep the network-grid probabilities in the result.
         report_options: options of the task's report extras (``inference.extras``; petmr-brain: ``{"suv":
             SUVOverrides}``).
+        cascade: stage switches of a cascade bundle (``meta["cascade"]``, ``inference.heart_cascade``):
+            ``{"localize": bool, "refine": bool, "fallback": "body"|"image"}``; ignored by other bundles.
 
     Bundle metadata used (``bundles.py`` lists the keys): ``preprocessing.patch_size`` (window, ITK order; default
     the task's), ``preprocessing.spacing`` (network spacing; null: the reference's own; absent: the task's),
@@ -128,13 +132,15 @@ class Predictor:
     ``inference.members`` (an ensemble: names of the members whose logits the network returns concatenated; their
     softmax is averaged for the labels and their disagreement is an extra output). The label table must use the
     task's label names and training indices. Fusion bundles (``meta["kind"] == "fusion"``) are refused.
+    A bundle with ``meta["cascade"]`` (whole heart: localisation -> ROI -> MAUNet -> SCN -> paste-back) runs
+    ``inference.heart_cascade.HeartCascadeRunner`` instead of the sliding window.
     """
 
     def __init__(self, bundle: Bundle, device: str = "auto", *, tta: bool = False, sw_batch_size: int = 1,
                  overlap: float | None = None, progress: ProgressCallback | None = None, precision: str = "auto",
                  crop: bool = True, crop_margin_mm: float = 10.0, modality: str | None = None,
                  convention: str | None = None, keep_probabilities: bool = False,
-                 report_options: Mapping[str, Any] | None = None) -> None:
+                 report_options: Mapping[str, Any] | None = None, cascade: Mapping[str, Any] | None = None) -> None:
         if sw_batch_size < 1:
             raise UserError(f"sw-batch-size must be at least 1, got {sw_batch_size}")
         self.bundle = bundle
@@ -176,11 +182,17 @@ class Predictor:
         # Per-architecture layout flag, set by whoever measured it to help (PERFORMANCE.md §2.6).
         self.channels_last = bool(self.meta.get("channels_last")) and not self.two_d
         self.model = bundle.build_model().to(self.device)
+        route_convolutions(self.model)  # small 3D convs on the CPU: oneDNN instead of the slow path (onednn.py)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last_3d)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
         self._check_channels(config)
+        self.cascade = None
+        if self.meta.get("cascade"):
+            from multimodalseg.inference.heart_cascade import HeartCascadeRunner
+
+            self.cascade = HeartCascadeRunner(self, **dict(cascade or {}))
 
     @classmethod
     def from_model(cls, task_id: str, model: str | os.PathLike | None = None, **options: Any) -> Predictor:
@@ -231,13 +243,81 @@ class Predictor:
         stages.start("load")
         images = prep.load_inputs(task, inputs)
         # The task's report extras check their inputs now (e.g. SUV tags), before the network pass.
-        report_extra = extras.prepare(task, inputs, images,
-                                      {**self.report_options, "transforms": dict(transforms or {})})
+        report_extra = extras.prepare(task, inputs, images, {**self.report_options, "progress": stages.update,
+                                                             "transforms": dict(transforms or {})})
+        extra_stage = getattr(report_extra, "progress_stage", None)  # (name, weight): the extra's own stage
+        if extra_stage:  # set before any fraction above 0, so fractions stay increasing; it runs before "write"
+            weights = dict(stages.weights)
+            stages.weights = {**{k: v for k, v in weights.items() if k != "write"},
+                              extra_stage[0]: float(extra_stage[1]), "write": weights["write"]}
         for note in report_extra.notes if report_extra is not None else ():
             stages.emit({"event": "warning", "message": note})
 
         stages.start("preprocess")
         raw, reference = prep.to_reference_grid(task, images, paths, transforms)
+        mod_name = modality or self.modality
+        if self.cascade is not None:
+            net = self.cascade.run(raw, reference, mod_name, modality_index, stages)
+        else:
+            net = self._sliding_window(raw, reference, mod_name, modality_index, stages)
+        del raw
+        indices = net.indices
+        values = prep.indices_to_values(indices, task, self.convention)
+        out_dtype = np.uint8 if values.max(initial=0) <= 255 and max(task.index_to_value(self.convention).values()) \
+            <= 255 else np.uint16
+        labels = io.copy_geometry(values.astype(out_dtype), reference)
+        label_ml, region_ml = postprocess.volumes_ml(indices, task, float(np.prod(reference.GetSpacing())) / 1000.0)
+        images_out: dict[str, sitk.Image] = dict(net.images)
+        extra_report: dict[str, Any] = dict(net.report)
+        tables = {}
+        if report_extra is not None:
+            names = {v: name for name, v in task.values(self.convention).items()}
+            if extra_stage:
+                stages.start(extra_stage[0])  # the extra reports within it through options["progress"]
+            extra_report[report_extra.name], table = report_extra.finish(labels, names)
+            tables = {report_extra.name: table} if table is not None else {}
+            images_out.update(getattr(report_extra, "images", None) or {})  # spine: the fused CT-MR image
+
+        outputs: dict[str, str] = {}
+        result = Result(labels, indices, {}, {}, probabilities=net.probabilities,
+                        probability_grid=net.probability_grid if net.probabilities is not None else None,
+                        outputs=outputs, tables=tables, images=images_out)
+        stages.start("write")
+        if output is not None:
+            outputs["labels"] = os.fspath(io.write_image(labels, output))
+            try:
+                outputs.update(result.write_images(output))
+            except BaseException:
+                Path(outputs["labels"]).unlink(missing_ok=True)  # all or nothing
+                raise
+        stages.stop()
+        timings = {**stages.timings, "total": round(time.perf_counter() - t_start, 4)}
+        report = {
+            "task": task.id,
+            "inputs": {r: _describe(images[r], paths.get(r)) for r in images},
+            "reference": task.reference_role,
+            "model": {"id": self.bundle.id, "version": str(self.meta.get("version")), "sha256": self.bundle.sha256,
+                      "path": os.fspath(self.bundle.path), "network": self.meta["network"]["name"],
+                      "demo": bool(self.meta.get("demo", False))},
+            "device": str(net.device),
+            "precision": precision_name(self.autocast if net.device.type == self.device.type else None),
+            "settings": {"tta": self.settings.tta, "overlap": self.settings.overlap,
+                         "sw_batch_size": self.settings.sw_batch_size, **net.settings,
+                         "modality": mod_name, "convention": self.convention},
+            "timings": timings,
+            "volumes_ml": label_ml,
+            "regions_ml": region_ml,
+            "outputs": outputs,
+            **extra_report,
+        }
+        result.timings, result.report = timings, report
+        return result
+
+    def _sliding_window(self, raw: np.ndarray, reference: sitk.Image, modality: str | None,
+                        modality_index: int | None, stages: Stages) -> NetworkPass:
+        """The ordinary path: foreground crop, normalisation, network spacing, sliding window, argmax, the task's
+        post-processing, back onto the reference grid."""
+        task = self.task
         box = None
         if self.crop:
             margin = self.crop_margin if self.crop_margin is not None else \
@@ -292,7 +372,7 @@ class Predictor:
         del probs
         voxel_ml = float(np.prod(grid.GetSpacing())) / 1000.0
         options = {"threshold": 0.5, "spacing": tuple(grid.GetSpacing()), "voxel_ml": voxel_ml,
-                   "modality": (modality or self.modality)}
+                   "modality": modality}
         indices_grid = postprocess.apply(prediction, task, options)
         indices_sub = prep.labels_to_grid(indices_grid, grid, sub)
         if box is None:
@@ -300,58 +380,14 @@ class Predictor:
         else:
             indices = np.zeros(reference.GetSize()[::-1], postprocess.index_dtype(task))
             indices[box] = indices_sub
-        values = prep.indices_to_values(indices, task, self.convention)
-        out_dtype = np.uint8 if values.max(initial=0) <= 255 and max(task.index_to_value(self.convention).values()) \
-            <= 255 else np.uint16
-        labels = io.copy_geometry(values.astype(out_dtype), reference)
-        label_ml, region_ml = postprocess.volumes_ml(indices, task, float(np.prod(reference.GetSpacing())) / 1000.0)
-        images_out: dict[str, sitk.Image] = {}
-        extra_report: dict[str, Any] = {}
+        net = NetworkPass(indices, used, {"roi_zyx": list(self.settings.roi),
+                                          "network_spacing": list(grid.GetSpacing()), "windows": windows,
+                                          "crop_zyx": [[s.start, s.stop] for s in box] if box else None},
+                          kept, grid if kept is not None else None)
         if member_labels is not None:
-            images_out["disagreement"], extra_report["members"] = _disagreement(
+            net.images["disagreement"], net.report["members"] = _disagreement(
                 member_labels, self.members, grid, sub, reference, box)
-        tables = {}
-        if report_extra is not None:
-            names = {v: name for name, v in task.values(self.convention).items()}
-            extra_report[report_extra.name], table = report_extra.finish(labels, names)
-            tables = {report_extra.name: table} if table is not None else {}
-            images_out.update(getattr(report_extra, "images", None) or {})  # spine: the fused CT-MR image
-
-        outputs: dict[str, str] = {}
-        result = Result(labels, indices, {}, {}, probabilities=kept,
-                        probability_grid=grid if kept is not None else None, outputs=outputs, tables=tables,
-                        images=images_out)
-        stages.start("write")
-        if output is not None:
-            outputs["labels"] = os.fspath(io.write_image(labels, output))
-            try:
-                outputs.update(result.write_images(output))
-            except BaseException:
-                Path(outputs["labels"]).unlink(missing_ok=True)  # all or nothing
-                raise
-        stages.stop()
-        timings = {**stages.timings, "total": round(time.perf_counter() - t_start, 4)}
-        report = {
-            "task": task.id,
-            "inputs": {r: _describe(images[r], paths.get(r)) for r in images},
-            "reference": task.reference_role,
-            "model": {"id": self.bundle.id, "version": str(self.meta.get("version")), "sha256": self.bundle.sha256,
-                      "path": os.fspath(self.bundle.path), "network": self.meta["network"]["name"],
-                      "demo": bool(self.meta.get("demo", False))},
-            "device": str(used), "precision": precision_name(self.autocast if used.type == self.device.type else None),
-            "settings": {"tta": self.settings.tta, "overlap": self.settings.overlap,
-                         "sw_batch_size": self.settings.sw_batch_size, "roi_zyx": list(self.settings.roi),
-                         "network_spacing": list(grid.GetSpacing()), "windows": windows,
-                         "crop_zyx": [[s.start, s.stop] for s in box] if box else None,
-                         "modality": modality or self.modality, "convention": self.convention},
-            "timings": timings,
-            "volumes_ml": label_ml,
-            "regions_ml": region_ml,
-            "outputs": outputs,
-            **extra_report,
-        }
-        result.timings, result.report = timings, report
-        return result
+        return net
 
 
 def _disagreement(member_labels: np.ndarray, names: list[str], grid: sitk.Image, sub: sitk.Image,

@@ -3,8 +3,14 @@
 Before the network pass (:func:`spine_extras`): decide whether a fused CT-MR image is made and load the fusion
 bundle, so that a bad ``--fusion-model`` fails before the segmentation runs. Options (``Predictor(report_options=
 ...)``; ``segment`` passes them): ``fusion`` (False: no fused image), ``fusion_model`` (catalog id or bundle file;
-None: the newest fusion model of the catalogs, skipped with a note when there is none), ``lowest_level`` (level of
-the lowest vertebra, ``L5``), ``device``, and ``transforms`` (role -> the transform the predictor applied).
+None: the newest fusion model of the catalogs, skipped with a note when there is none), ``fusion_pad`` (False:
+fuse unpadded slices; default: padded to 512 x 512, ``inference.fusion.FusionRunner``), ``fusion_pad_mode``,
+``fusion_metrics`` (EN/MI/SF/VIF in the report), ``lowest_level`` (level of the lowest vertebra, ``L5``),
+``device``, ``transforms`` (role -> the transform the predictor applied) and ``progress`` (the predictor's
+within-stage progress callback).
+
+Progress: when it fuses, the extra declares its own stage, ``progress_stage = ("fusion", weight)``; the predictor
+runs :meth:`SpineExtra.finish` inside that stage and the fusion reports the fraction of slices fused per batch.
 
 After it (:meth:`SpineExtra.finish`): the vertebrae of the label map named by their cranio-caudal order
 (``postprocessing.spine.name_vertebrae``) and the fused image on the CT grid (``inference.fusion.fuse_case``),
@@ -23,11 +29,14 @@ from multimodalseg.errors import UserError
 from multimodalseg.postprocessing.spine import LEVELS, name_vertebrae
 from multimodalseg.tasks.spec import TaskSpec
 
+FUSION_PROGRESS_WEIGHT = 1.0
+
 
 class SpineExtra:
     """Vertebra levels and the fused image of one spine case (see the module docstring)."""
 
     name = "spine"
+    progress_stage: tuple[str, float] | None = None
 
     def __init__(self, images: Mapping[str, sitk.Image], options: Mapping[str, Any], runner: Any | None,
                  notes: list[str]) -> None:
@@ -36,6 +45,10 @@ class SpineExtra:
         self.runner = runner
         self.notes = notes
         self.images: dict[str, sitk.Image] = {}
+        if runner is not None:
+            # share of the progress bar next to the segmentation's stages (sum 1.0); fusing padded 512 x 512
+            # slices usually takes longer than the segmentation itself
+            self.progress_stage = ("fusion", FUSION_PROGRESS_WEIGHT)
 
     def finish(self, labels: sitk.Image, names: Mapping[int, str]) -> tuple[dict[str, Any], str | None]:
         vertebra = next((v for v, n in names.items() if n == "vertebra"), None)
@@ -52,7 +65,8 @@ class SpineExtra:
 
             transform = (self.options.get("transforms") or {}).get("mr")
             result = fuse_case(self.runner, self.source_images["ct"], self.source_images["mr"], transform=transform,
-                               metrics=bool(self.options.get("fusion_metrics", False)))
+                               metrics=bool(self.options.get("fusion_metrics", False)),
+                               on_progress=self.options.get("progress"))
             self.images["fused"] = result.fused
             data["fusion"] = result.report
         return data, None
@@ -76,5 +90,6 @@ def spine_extras(task: TaskSpec, inputs: Mapping[str, Any], images: Mapping[str,
             notes.append("no fusion model in the catalogs: the fused CT-MR image is not written "
                          "(give one with --fusion-model)")
         else:
-            runner = FusionRunner(load_fusion_model(model), options.get("device") or "auto")
+            runner = FusionRunner(load_fusion_model(model), options.get("device") or "auto",
+                                  pad=bool(options.get("fusion_pad", True)), pad_mode=options.get("fusion_pad_mode"))
     return SpineExtra(images, {**options, "lowest_level": lowest}, runner, notes)

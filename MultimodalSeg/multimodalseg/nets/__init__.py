@@ -27,6 +27,7 @@ NETWORKS: dict[str, str] = {
     "maunet_scn": "multimodalseg.nets.scn:MAUNetSCN",
     "scn": "multimodalseg.nets.scn:SCN",
     "heart_localization": "multimodalseg.nets.heart_localization:HeartLocalizationNet",
+    "heart_cascade": "multimodalseg.nets.heart_cascade:HeartCascade",
     "cin_unet": "multimodalseg.nets.cin:cin_unet",
     "cin_unetr": "multimodalseg.nets.cin:cin_unetr",
     "cin_swinunetr": "multimodalseg.nets.cin:cin_swinunetr",

@@ -41,8 +41,9 @@ class DMFNet(nn.Module):
 
     Encoder (input S³, S divisible by 16): conv 3×3×3 stride 2 -> n@S/2 (x1); 3 DMF units -> c@S/4 (x2);
     3 DMF units -> 2c@S/8 (x3); 3 MF units -> 2c@S/16 (x4, widest 3c inside). Decoder: trilinear ×2, concat skip,
-    one MF unit, three times; trilinear ×2 and a bias-free 1×1×1 conv to the outputs. SIE, when on, gates x1, x2
-    and x3 (the stage outputs before each stride-2 unit); the gated tensors feed both the next stage and the skip.
+    one MF unit, three times; a bias-free 1×1×1 conv to the outputs and trilinear ×2 (the two commute). SIE, when
+    on, gates x1, x2 and x3 (the stage outputs before each stride-2 unit); the gated tensors feed both the next stage
+    and the skip.
 
     Args:
         spatial_dims: number of spatial dimensions; only 3 is supported.
@@ -165,7 +166,10 @@ class DMFNet(nn.Module):
         y = self.decoder1(torch.cat([x3, _up(y)], dim=1))
         y = self.decoder2(torch.cat([x2, _up(y)], dim=1))
         y = self.decoder3(torch.cat([x1, _up(y)], dim=1))
-        return self.head(_up(y))
+        # head(up(y)) computed as up(head(y)): the bias-free 1×1×1 head and trilinear upsampling are both linear
+        # (one over channels, one over space), so they commute exactly; this order upsamples out_channels maps
+        # instead of stem_channels ones and runs the head at half resolution (about 10 % of a window at demo width).
+        return _up(self.head(y))
 
 
 def _up(x: torch.Tensor) -> torch.Tensor:

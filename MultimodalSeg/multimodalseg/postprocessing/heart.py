@@ -95,10 +95,12 @@ def _minimum(image: sitk.Image) -> float:
 
 
 def localization_input(image: sitk.Image, modality: str | None = None, *, size: Sequence[int] | int | None = None,
-                       spacing: Sequence[float] | float | None = None) -> sitk.Image:
-    """The whole ``image`` on the localisation grid (float32), centred on the image; outside it: its minimum."""
+                       spacing: Sequence[float] | float | None = None,
+                       centre: Sequence[float] | None = None) -> sitk.Image:
+    """The whole ``image`` on the localisation grid (float32), centred on the image (or on ``centre``, LPS mm:
+    training shifts it to augment); outside the image: its minimum."""
     size_v, spacing_v = _grid_spec(LOCALIZATION_GRID, modality, size, spacing)
-    grid = centred_grid(image, image_centre(image), size_v, spacing_v)
+    grid = centred_grid(image, image_centre(image) if centre is None else centre, size_v, spacing_v)
     smooth = _antialias(image, spacing_v)
     return sitk.Resample(smooth, grid, sitk.Transform(3, sitk.sitkIdentity), sitk.sitkLinear, _minimum(image),
                          sitk.sitkFloat32)
@@ -155,6 +157,28 @@ def label_centre(label: sitk.Image) -> np.ndarray:
         raise ValueError("the label map has no foreground")
     centre = np.array([(ax.min() + ax.max()) / 2.0 for ax in nonzero])[::-1]  # (x, y, z) index
     return np.asarray(label.TransformContinuousIndexToPhysicalPoint([float(c) for c in centre]))
+
+
+def body_centre(image: sitk.Image) -> np.ndarray:
+    """The LPS centre of the body's bounding box: the voxels above an Otsu threshold (air and lung below it in CT,
+    the noisy background in MR), in the largest connected component; the image centre for a flat image. The
+    cascade's heart centre when it runs without the localisation network."""
+    arr = sitk.GetArrayViewFromImage(image)
+    if float(arr.max()) <= float(arr.min()):
+        return image_centre(image)
+    mask = sitk.OtsuThreshold(sitk.Cast(image, sitk.sitkFloat32), 0, 1)
+    components = sitk.RelabelComponent(sitk.ConnectedComponent(mask), sortByObjectSize=True)
+    return label_centre(components == 1)
+
+
+def grid_spec(value: GridSpec | Sequence[float] | dict | None, default: GridSpec) -> GridSpec:
+    """A :class:`GridSpec` from bundle metadata, ``{"size": 64, "spacing": 3.0}``; None: ``default``."""
+    if value is None:
+        return default
+    size, spacing = (value["size"], value["spacing"]) if isinstance(value, dict) else value
+    if int(size) != size or int(size) < 1 or not float(spacing) > 0:
+        raise ValueError(f"a grid needs a whole size >= 1 and a positive spacing, got {value}")
+    return GridSpec(int(size), float(spacing))
 
 
 def roi_grid(image: sitk.Image, centre: Sequence[float], modality: str | None = None, *,
@@ -248,3 +272,24 @@ def paste_probabilities(probabilities: np.ndarray, roi: sitk.Image, reference: s
     image = sitk.GetImageFromArray(out)
     image.CopyInformation(reference)
     return image
+
+
+def network_array(image: sitk.Image, scheme: str) -> np.ndarray:
+    """A resampled grid's intensities as the networks read them: ``(Z, Y, X)`` float32, normalised with ``scheme``
+    (``preprocessing.normalize``, the bundle's normalisation of the image role)."""
+    from multimodalseg.preprocessing import normalize
+
+    return normalize(sitk.GetArrayFromImage(image), scheme)
+
+
+def localization_array(image: sitk.Image, grid: GridSpec, scheme: str,
+                       centre: Sequence[float] | None = None) -> tuple[np.ndarray, sitk.Image]:
+    """The localisation network's input: :func:`localization_input` on ``grid``, normalised; and its grid image."""
+    coarse = localization_input(image, size=grid.size, spacing=grid.spacing, centre=centre)
+    return network_array(coarse, scheme), coarse
+
+
+def roi_array(image: sitk.Image, centre: Sequence[float], grid: GridSpec, scheme: str) -> tuple[np.ndarray, sitk.Image]:
+    """The ROI stage's input: :func:`crop_roi` around ``centre`` on ``grid``, normalised; and the ROI image."""
+    roi = crop_roi(image, centre, size=grid.size, spacing=grid.spacing)
+    return network_array(roi, scheme), roi

@@ -1,0 +1,165 @@
+"""Whole-heart cascade training (issue 7): the stage samples use the inference geometry, one command trains the
+localiser, the MAUNet and the SCN and exports one bundle the Predictor runs, and the CycleGAN command's synthetic CT
+cases are mixed into the supervised stage at the configured fraction with the MR label maps."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+from multimodalseg import io
+from multimodalseg.bundles import load_bundle
+from multimodalseg.inference.predictor import Predictor
+from multimodalseg.phantoms import make_case
+from multimodalseg.postprocessing import heart as geometry
+from multimodalseg.tasks import get_task
+
+from training import heart_cascade_data as data
+from training.checkpoint import load_checkpoint
+from training.cyclegan import main as cyclegan_main
+from training.cyclegan import synthetic_id
+from training.datasets import find_cases
+from training.heart_cascade import HeatmapL2Loss, load_cascade_config, split_synthetic
+from training.heart_cascade import main as cascade_main
+
+TASK = get_task("whole-heart")
+CONFIG = "training/configs/whole-heart-cascade.yaml"
+TINY = ["train.epochs=1", "train.val_interval=1", "data.val_fraction=0.25", "logging.progress=never",
+        "model.config.channels=[4, 8]", "cascade.roi={size: 16, spacing: 10.0}",
+        "cascade.localization.grid={size: 16, spacing: 20.0}", "cascade.localization.network={features: 4, levels: 3}",
+        "cascade.localization.epochs=3", "cascade.refinement.epochs=1",
+        "cascade.refinement.network={local_channels: 4, sc_channels: 4}",
+        "cascade.synthetic.iterations=2", "cascade.synthetic.patch_size=16", "cascade.synthetic.spacing=8.0",
+        "cascade.synthetic.generator={channels: 4, num_downsampling: 2, num_blocks: 1}",
+        "cascade.synthetic.discriminator={channels: 4, num_layers_d: 2}"]
+
+
+def sets(*items: str) -> list[str]:
+    return [arg for item in (*TINY, *items) for arg in ("--set", item)]
+
+
+@pytest.fixture(scope="module")
+def heart_root(tmp_path_factory):
+    """4 CT + 4 MR phantoms in the MM-WHS layout (different anatomy per modality, as MM-WHS)."""
+    root = tmp_path_factory.mktemp("mmwhs")
+    for modality in ("ct", "mr"):
+        for i in range(4):
+            case = make_case(TASK.id, 70 + i, modality=modality)
+            io.write_image(case.images["image"], root / f"{modality}_train_{1001 + i}_image.nii.gz")
+            io.write_image(case.label, root / f"{modality}_train_{1001 + i}_label.nii.gz")
+    return root
+
+
+def test_roi_and_localisation_samples_use_the_inference_geometry(heart_root):
+    record = next(c for c in find_cases(TASK, heart_root)[1] if c.modality == "mr").to_record()
+    loaded = data.LoadHeartCased()(record)
+    image, label = io.read_image(record["images"]["image"][0]), io.read_image(record["label"], label=True)
+    assert np.allclose(loaded["centre"], geometry.label_centre(label))
+    grids = {"ct": geometry.GridSpec(16, 10.0), "mr": geometry.GridSpec(24, 8.0)}
+    roi = data.HeartROISamplesd(grids, "zscore", 1, 0.0)(loaded)[0]
+    expected, _ = geometry.roi_array(image, loaded["centre"], grids["mr"], "zscore")
+    assert roi["image"].shape == (1, 24, 24, 24) and np.allclose(roi["image"][0], expected, atol=1e-5)
+    crop = geometry.crop_roi(label, loaded["centre"], size=24, spacing=8.0, label=True)
+    lut = TASK.value_to_index()
+    assert np.array_equal(roi["label"][0], np.vectorize(lambda v: lut[int(v)])(sitk.GetArrayFromImage(crop)))
+    jittered = data.HeartROISamplesd(grids, "zscore", 3, 10.0)
+    jittered.set_random_state(0)
+    assert len({float(s["image"].sum()) for s in jittered(loaded)}) == 3  # three different centres
+    loc = data.HeartLocalizationSamplesd(grids, "zscore", 1, 0.0)(loaded)[0]
+    coarse = geometry.localization_input(image, size=24, spacing=8.0)
+    assert np.allclose(loc["label"][0], geometry.heatmap_target(coarse, loaded["centre"]))
+    assert np.allclose(loc["image"][0], geometry.network_array(coarse, "zscore"), atol=1e-5)
+
+
+def test_heatmap_l2_is_payers_half_sum_per_sample():
+    pred, target = torch.zeros(2, 1, 4, 4, 4), torch.zeros(2, 1, 4, 4, 4)
+    target[0, 0, 1, 1, 1], target[1, 0, 2, 2, 2] = 1.0, 2.0
+    assert HeatmapL2Loss()(pred, target).item() == pytest.approx((0.5 * 1 + 0.5 * 4) / 2)
+
+
+@pytest.mark.slow
+def test_one_command_trains_the_stages_and_exports_a_cascade_bundle(heart_root, tmp_path):
+    out = tmp_path / "run"
+    assert cascade_main(["--config", CONFIG, "--data", str(heart_root), "--out", str(out), *sets()]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    bundle = load_bundle(summary["bundle"], task=TASK.id)
+    meta = bundle.meta
+    assert meta["network"]["name"] == "heart_cascade" and meta["conditional_modality"] is True
+    assert meta["cascade"]["roi"] == {m: {"size": 16, "spacing": 10.0} for m in ("ct", "mr")}
+    assert meta["network"]["config"]["roi"]["refine"] is True and meta["metrics"]["cascade_val"]["cases"]
+    # The localiser's L2 loss falls over its 3 epochs.
+    with open(out / "localization" / "metrics.csv") as f:
+        losses = [float(r["train_loss"]) for r in csv.DictReader(f)]
+    assert len(losses) == 3 and losses[-1] < losses[0]
+    assert summary["localization_error_mm"]["mean"] >= 0
+    # The SCN trained on the frozen MAUNet: the bundle's MAUNet is the segmentation stage's, unchanged.
+    maunet = load_checkpoint(out / "segmentation" / "checkpoints" / "best.pt")["model"]
+    assert all(torch.equal(bundle.state_dict[f"roi.maunet.{k}"], v) for k, v in maunet.items())
+    scn = load_checkpoint(out / "refinement" / "checkpoints" / "best.pt")["model"]
+    assert all(torch.equal(bundle.state_dict[f"roi.{k}"], v) for k, v in scn.items() if k.startswith("scn."))
+    # The Predictor runs it on a fresh case.
+    fresh = make_case(TASK.id, 9000, modality="ct")
+    result = Predictor(bundle, "cpu", modality="ct").predict({"image": fresh.images["image"]})
+    assert io.same_geometry(result.labels, fresh.images["image"])
+    assert result.report["settings"]["cascade"]["centre_from"] in ("localization", "body")
+    # A second run into the same folder is refused (resume it instead).
+    assert cascade_main(["--config", CONFIG, "--data", str(heart_root), "--out", str(out), *sets()]) == 2
+
+
+def test_cyclegan_command_and_the_mixed_training_set(heart_root, tmp_path):
+    synth = tmp_path / "synth"
+    assert cyclegan_main(["--config", CONFIG, "--data", str(heart_root), "--out", str(synth), *sets()]) == 0
+    written = json.loads((synth / "synthetic.json").read_text())
+    config, cascade = load_cascade_config(CONFIG, TINY)
+    config.data.root = str(heart_root)
+    from training.data import split_cases
+
+    real, synthetic = split_synthetic(find_cases(TASK, heart_root)[1], str(synth), TASK)
+    split = split_cases(real, config)
+    n_ct = sum(c.modality == "ct" for c in split.train)
+    assert len(synthetic) == len(written["cases"]) == int(np.floor(0.5 * n_ct + 0.5))  # half the real CT
+    assert (synth / "cyclegan_g_ct.pt").is_file()
+    for case in synthetic:  # CT cases carrying their source MR's label map
+        source = next(c for c in real if c.id == written["cases"][case.id])
+        assert case.modality == "ct" and source.modality == "mr" and source in split.train
+        assert np.array_equal(sitk.GetArrayFromImage(io.read_image(case.label, label=True)),
+                              sitk.GetArrayFromImage(io.read_image(source.label, label=True)))
+    mixed = data.mix_synthetic(split.train, synthetic, 0.5, seed=0)
+    assert len(mixed) == len(split.train) + int(np.floor(0.5 * n_ct + 0.5))
+    assert sum(c.id.startswith("ct_synth_") for c in mixed) == int(np.floor(0.5 * n_ct + 0.5))
+    assert data.mix_synthetic(split.train, synthetic, 0.0, seed=0) == list(split.train)
+    with pytest.raises(ValueError, match="synthetic CT cases wanted"):
+        data.mix_synthetic(split.train, synthetic, 2.0, seed=0)
+    with pytest.raises(ValueError, match="synthetic CT cases wanted"):  # a validation MR's synthetic CT is not used
+        data.mix_synthetic(split.train, synthetic, 0.5, seed=0,
+                           excluded_sources=[written["cases"][c.id] for c in synthetic])
+    assert synthetic_id("mr_train_1001") == "ct_synth_mrtrain1001"
+
+
+def test_bad_inputs_are_refused_in_one_line(heart_root, tmp_path, capsys):
+    base = ["--config", CONFIG, "--data", str(heart_root)]
+    cases = [
+        (cascade_main, [*base, "--out", str(tmp_path / "a"), "--synthetic", str(tmp_path / "none"), *sets()],
+         "synthetic CT folder not found"),
+        (cascade_main, [*base, "--out", str(tmp_path / "b"), "--bundle", str(tmp_path / "x.bin"), *sets()],
+         "must end in .pt"),
+        (cascade_main, [*base, "--out", str(tmp_path / "c"),
+                        *sets("cascade.roi={ct: {size: 16, spacing: 10.0}, mr: {size: 24, spacing: 10.0}}")],
+         "the same for CT and MR"),
+        (cascade_main, [*base, "--out", str(tmp_path / "d"), *sets("cascade.jitter=3")],
+         "unknown config key 'cascade.jitter'"),
+        (cascade_main, ["--config", str(tmp_path / "missing.yaml"), "--data", str(heart_root), "--out",
+                        str(tmp_path / "e")], "config file not found"),
+        (cyclegan_main, ["--config", CONFIG, "--data", str(tmp_path / "empty"), "--out", str(tmp_path / "f")],
+         "no cases found"),
+    ]
+    (tmp_path / "empty").mkdir()
+    for main, argv, message in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "x.bin").exists() and not (tmp_path / "f" / "synthetic.json").exists()
