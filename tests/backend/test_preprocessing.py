@@ -44,6 +44,19 @@ def test_load_inputs_refuses_2d_and_nan(volume_file):
         prep.load_inputs(PETMR, {"t1": t1, "pet": nan})
 
 
+def test_load_inputs_reads_side_by_side_and_names_the_first_bad_input_in_role_order(volume_file):
+    """The inputs are read in parallel threads; the result keeps the task's role order, and with two bad files
+    the error is always the one of the first role (flair before t2), whichever thread finished first."""
+    good = {role: volume_file(f"{role}.nii.gz", _block(value=10.0 * (i + 1))) for i, role in enumerate(BRATS.roles)}
+    images = prep.load_inputs(BRATS, dict(reversed(list(good.items()))))
+    assert list(images) == list(BRATS.roles)
+    assert [float(sitk.GetArrayViewFromImage(images[r]).max()) for r in BRATS.roles] == [10.0, 20.0, 30.0, 40.0]
+    flat = volume_file("flair2d.nii.gz", np.ones((10, 12), np.float32))
+    for _ in range(3):
+        with pytest.raises(UserError, match=r"flair2d\.nii\.gz: image is 2D"):
+            prep.load_inputs(BRATS, {**good, "flair": flat, "t2": good["t2"].with_name("missing.nii.gz")})
+
+
 def test_shifted_structure_lands_in_place_on_reference_grid():
     """PET on another grid (coarser, oblique, other origin) whose block sits at the same physical place as T1's."""
     t1 = io.make_image(_block(), spacing=(1.0, 1.0, 1.5), origin=(-5.0, 3.0, 7.0))
