@@ -1,6 +1,6 @@
 """The shipped whole-heart demo bundle end to end (issue 7): the cascade (localisation -> ROI -> modality-conditioned
 MAUNet -> SCN) with one set of weights for CT and MR, Dice on fresh CT and MR phantoms, the conditioning is real, an
-input without its modality is refused, ``segment`` out of the box with chamber volumes, the WHS score in ``evaluate``."""
+input without its modality is refused, ``segment`` out of the box with chamber volumes, WHS score in ``evaluate``."""
 
 from __future__ import annotations
 
