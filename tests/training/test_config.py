@@ -15,7 +15,13 @@ CONFIGS = sorted((Path(__file__).parents[2] / "training" / "configs").glob("*.ya
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
 def test_demo_configs_load_and_round_trip(path):
-    config = load_config(path)
+    if "cascade" in yaml.safe_load(path.read_text()):  # the whole-heart cascade: its own loader, same checks
+        from training.heart_cascade import load_cascade_config
+
+        config, cascade = load_cascade_config(path)
+        assert cascade.localization.enabled and cascade.refinement.enabled and cascade.roi
+    else:
+        config = load_config(path)
     assert path.stem == config.task or path.stem.startswith(f"{config.task}-")  # petmr-brain-paper.yaml
     again = TrainingConfig.from_dict(yaml.safe_load(yaml.safe_dump(config.to_dict())))
     assert again == config

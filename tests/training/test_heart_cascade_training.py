@@ -28,8 +28,8 @@ from training.heart_cascade import main as cascade_main
 
 TASK = get_task("whole-heart")
 CONFIG = "training/configs/whole-heart-cascade.yaml"
-TINY = ["train.epochs=1", "train.val_interval=1", "data.val_fraction=0.25", "logging.progress=never",
-        "model.config.channels=[4, 8]", "cascade.roi={size: 16, spacing: 10.0}",
+TINY = ["train.epochs=1", "train.val_interval=1", "data.val_fraction=0.25", "data.val_cases=[]",
+        "logging.progress=never", "model.config.channels=[4, 8]", "cascade.roi={size: 16, spacing: 10.0}",
         "cascade.localization.grid={size: 16, spacing: 20.0}", "cascade.localization.network={features: 4, levels: 3}",
         "cascade.localization.epochs=3", "cascade.refinement.epochs=1",
         "cascade.refinement.network={local_channels: 4, sc_channels: 4}",
