@@ -32,6 +32,8 @@ def test_every_label_has_a_terminology_string_slicer_can_parse():
         for lab in task.labels:
             parts = lab.terminology.slicer_string().split("~")
             assert len(parts) == 7, lab.name
+            # the DICOM master list holds every type (the General Anatomy list lacks e.g. hippocampus, vertebra)
+            assert parts[0] == "Segmentation category and type - DICOM master list"
             assert parts[1].startswith("SCT^") and parts[2].startswith("SCT^")
             assert all(0 <= c <= 255 for c in lab.color)
 

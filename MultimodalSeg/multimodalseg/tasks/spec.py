@@ -14,7 +14,9 @@ from multimodalseg.errors import UserError
 OutputKind = Literal["labels", "regions"]
 Normalization = Literal["zscore", "ct", "pet", "none"]
 
-SLICER_ANATOMY_CONTEXT = "Segmentation category and type - 3D Slicer General Anatomy list"
+# Slicer's DICOM master list, not its General Anatomy list: the latter is a subset that lacks several of our types
+# (hippocampus, brain stem, the atria, vertebra, neoplasm); both use SCT 123037004 for "Anatomical Structure".
+SLICER_ANATOMY_CONTEXT = "Segmentation category and type - DICOM master list"
 SLICER_REGION_CONTEXT = "Anatomic codes - DICOM master list"
 
 
