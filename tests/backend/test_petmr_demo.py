@@ -2,9 +2,8 @@
 
 The hook is tested directly on hand-made images with known uptake (no network), and through the real ``segment``
 process with a small UNTRAINED wiring bundle built here (it tests the plumbing: tables, report, batch files; not
-accuracy). No PET/MR demo bundle ships yet: the one trained in a 30-minute CPU budget reached mean Dice 0.011.
-The accuracy test runs against the catalog's PET/MR model as soon as one is listed, on fresh phantoms (seeds never
-used in training) and must reach a mean Dice of 0.80 over the 45 structures."""
+accuracy). The accuracy test runs the catalog's PET/MR model (the shipped demo) on fresh phantoms (seeds never used in
+training) and must reach a mean Dice of 0.80 over the 45 structures."""
 
 from __future__ import annotations
 
@@ -233,10 +232,9 @@ def _catalog_model() -> bool:
         return False
 
 
-# A bundle trained for 30 minutes on one shared CPU thread (DualUXNet demo width, 12 epochs) reached mean Dice 0.011
-# on these subjects, so none ships; this runs as soon as the catalog lists a PET/MR model.
+# The shipped petmr-brain-demo (training/configs/petmr-brain.yaml) on seeds it never saw.
 @pytest.mark.slow
-@pytest.mark.skipif(not _catalog_model(), reason="no PET/MR demo bundle ships yet (issue 6: needs longer training)")
+@pytest.mark.skipif(not _catalog_model(), reason="no PET/MR model in the catalog")
 def test_demo_bundle_reaches_dice_080_on_fresh_phantoms(fresh, tmp_path):
     """With the catalog's default model: mean Dice over the 45 structures (each averaged over the 3 fresh
     subjects) >= 0.80, and per-structure mean
