@@ -261,7 +261,9 @@ def killProcessTree(pid: int) -> list[int]:
     and can no longer be found from it.
     """
     if sys.platform.startswith("win"):
-        subprocess.run(["taskkill", "/F", "/T", "/PID", str(pid)], capture_output=True, check=False)
+        # CREATE_NO_WINDOW: taskkill is a console program and would flash a console window over Slicer.
+        subprocess.run(["taskkill", "/F", "/T", "/PID", str(pid)], capture_output=True, check=False,
+                       creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0x08000000))
         return [pid]
     tree = [pid, *descendantPids(pid)]
     signalled = []

@@ -169,3 +169,15 @@ def alive(pid: int) -> bool:
         return False
     except FileNotFoundError:  # gone meanwhile, or no /proc (macOS): os.kill said it existed
         return os.path.exists("/proc") is False
+
+
+def test_taskkill_runs_without_a_console_window(monkeypatch):
+    import MultimodalSegLib.Runner as runner_module
+
+    calls = []
+    monkeypatch.setattr(runner_module.sys, "platform", "win32")
+    monkeypatch.setattr(runner_module.subprocess, "run", lambda *a, **kw: calls.append((a, kw)))
+    assert killProcessTree(1234) == [1234]
+    ((args, kwargs),) = calls
+    assert args[0] == ["taskkill", "/F", "/T", "/PID", "1234"]
+    assert kwargs["creationflags"] == 0x08000000  # CREATE_NO_WINDOW

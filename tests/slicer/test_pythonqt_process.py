@@ -1,0 +1,168 @@
+"""``SlicerProcess.QtBackendProcess`` with a real ``qt.QProcess`` under PythonQt (the binding Slicer embeds):
+exit codes, a crash, a program that cannot start, output in chunks, kill of the process tree, no leak; and the
+runner end to end on a real backend command. Skipped when the PythonQt host or its Qt runtime is absent."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+from pythonqt import requires_host, runScript
+
+pytestmark = [requires_host, pytest.mark.skipif(sys.platform.startswith("win"), reason="POSIX children")]
+
+PRELUDE = """
+import json, os, sys, time
+import qt
+import pythonqt_host as host
+from MultimodalSegLib.SlicerProcess import QtBackendProcess
+
+def play(program, arguments, environment=None, timeout_ms=20000, onStarted=None):
+    got = {"stdout": [], "stderr": [], "finished": [], "failed": []}
+    p = QtBackendProcess()
+    p.onStdout = got["stdout"].append
+    p.onStderr = got["stderr"].append
+    p.onFinished = got["finished"].append
+    p.onStartFailed = got["failed"].append
+    p.start(program, arguments, environment)
+    if onStarted:
+        onStarted(p)
+    assert host.wait_until(lambda: got["finished"] or got["failed"], timeout_ms), "never ended: " + repr(got)
+    host.process_events(100)  # anything queued after the end (a second finished would show here)
+    return p, got
+"""
+
+
+def check(run) -> None:
+    assert run.code == 0, f"host exit {run.code}\nstdout:\n{run.out}\nstderr:\n{run.err}"
+
+
+def test_exit_codes_reach_the_runner_once(tmp_path):
+    run = runScript(tmp_path, PRELUDE + """
+for code in (0, 3):
+    _, got = play(sys.executable, ["-c", f"raise SystemExit({code})"])
+    print("RESULT", code, got["finished"], got["failed"])
+""")
+    check(run)
+    assert run.lines("RESULT") == ["0 [0] []", "3 [3] []"]
+
+
+def test_a_crash_is_a_negative_code(tmp_path):
+    run = runScript(tmp_path, PRELUDE + """
+_, got = play(sys.executable, ["-c", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)"])
+print("RESULT", got["finished"])
+""")
+    check(run)
+    assert run.lines("RESULT") == ["[-11]"]
+
+
+def test_a_program_that_cannot_start(tmp_path):
+    run = runScript(tmp_path, PRELUDE + """
+_, got = play("/nonexistent/PythonSlicer", ["-m", "multimodalseg"])
+print("RESULT", len(got["failed"]), got["finished"])
+print("MESSAGE", got["failed"][0])
+""")
+    check(run)
+    assert run.lines("RESULT") == ["1 []"]
+    assert run.lines("MESSAGE")[0]  # Qt's errorString, e.g. "execvp: No such file or directory"
+
+
+def test_output_arrives_in_chunks_as_bytes_with_the_environment(tmp_path):
+    child = ("import os, sys, time\n"
+             "for i in range(5):\n"
+             "    print(f'line {i} ' + os.environ['MMSEG_TEST'], flush=True)\n"
+             "    time.sleep(0.15)\n"
+             "print('problem', file=sys.stderr, flush=True)\n")
+    run = runScript(tmp_path, PRELUDE + f"""
+env = dict(os.environ, MMSEG_TEST="größe")
+_, got = play(sys.executable, ["-c", {child!r}], env)
+print("CHUNKS", len(got["stdout"]), all(isinstance(c, bytes) for c in got["stdout"]))
+print("TEXT", json.dumps(b"".join(got["stdout"]).decode("utf-8")))
+print("ERR", json.dumps(b"".join(got["stderr"]).decode("utf-8")), got["finished"])
+""")
+    check(run)
+    chunks, are_bytes = run.lines("CHUNKS")[0].split()
+    assert int(chunks) >= 3 and are_bytes == "True"
+    assert run.lines("TEXT") == ['"' + "".join(f"line {i} gr\\u00f6\\u00dfe\\n" for i in range(5)) + '"']
+    assert run.lines("ERR") == ['"problem\\n" [0]']
+
+
+def test_kill_ends_the_process_tree(tmp_path):
+    child = ("import subprocess, sys, time\n"
+             "c = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+             "print(c.pid, flush=True)\n"
+             "time.sleep(60)\n")
+    run = runScript(tmp_path, PRELUDE + f"""
+pids = []
+def onStarted(p):
+    p.onStdout = lambda chunk: pids.append(int(chunk))
+    assert host.wait_until(lambda: pids, 20000), "no grandchild pid"
+    p.kill()
+t0 = time.monotonic()
+_, got = play(sys.executable, ["-c", {child!r}], onStarted=onStarted)
+def alive(pid):
+    try:
+        with open(f"/proc/{{pid}}/stat") as f:
+            return ") Z " not in f.read()
+    except FileNotFoundError:
+        return False
+host.wait_until(lambda: not alive(pids[0]), 10000)
+print("RESULT", got["finished"], alive(pids[0]), time.monotonic() - t0 < 30)
+""")
+    check(run)
+    assert run.lines("RESULT") == ["[-9] False True"]
+
+
+def test_finished_processes_are_released(tmp_path):
+    run = runScript(tmp_path, PRELUDE + """
+import gc, weakref
+refs = []
+for i in range(5):
+    p, got = play(sys.executable, ["-c", "print('x')"])
+    assert got["finished"] == [0], got
+    refs.append(weakref.ref(p))
+    del p
+host.process_events(200)
+gc.collect()
+host.process_events(50)
+print("ALIVE", sum(r() is not None for r in refs))
+""")
+    check(run)
+    assert run.lines("ALIVE") == ["0"]
+
+
+RUNNER = """
+import json, os, sys, tempfile
+import pythonqt_host as host
+from MultimodalSegLib.Runner import BackendRunner
+from MultimodalSegLib.SlicerProcess import QtBackendProcess
+from MultimodalSegLib import Command
+
+results, logs = [], []
+runner = BackendRunner(QtBackendProcess, onLog=logs.append, onFinished=results.append)
+env = Command.backendEnvironment(dict(os.environ), os.environ["MODULE_DIR"])
+"""
+
+
+def test_runner_end_to_end_on_a_real_backend_command(tmp_path):
+    from pythonqt import MODULE_DIR
+
+    run = runScript(tmp_path, RUNNER + """
+work = tempfile.mkdtemp()
+runner.start([sys.executable, "-m", "multimodalseg", "tasks", "--json"], environment=env, workDir=work)
+assert host.wait_until(lambda: results, 60000), "the run never finished"
+r = results[0]
+tasks = json.loads("\\n".join(logs))["tasks"]
+print("RESULT", r.status, r.exitCode, os.path.exists(work), runner.running, sorted(t["id"] for t in tasks)[0])
+
+missing = os.path.join(work, "missing t1.nii.gz")
+runner.start([sys.executable, "-m", "multimodalseg", "segment", "--task", "brain-tumor", "-i", "flair=" + missing,
+              "-i", "t1=" + missing, "-i", "t1ce=" + missing, "-i", "t2=" + missing, "-o", work + "/l.nrrd",
+              "--progress", "json"], environment=env)
+assert host.wait_until(lambda: len(results) == 2, 60000), "the failing run never finished"
+print("FAILED", results[1].status, results[1].exitCode, results[1].message)
+""", env={"MODULE_DIR": str(MODULE_DIR)})
+    check(run)
+    assert run.lines("RESULT") == ["succeeded 0 False False brain-tumor"]
+    status, code, message = run.lines("FAILED")[0].split(" ", 2)
+    assert (status, code) == ("failed", "2") and message.endswith("missing t1.nii.gz: file not found")
