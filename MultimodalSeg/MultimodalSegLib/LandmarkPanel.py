@@ -14,12 +14,12 @@ import os
 import numpy as np
 import qt
 import slicer
-import vtk
 from multimodalseg.tasks import TaskSpec
 from slicer.util import VTKObservationMixin
 
 from MultimodalSegLib.Landmarks import MODES, FitSummary, summarizeFit
-from MultimodalSegLib.Settings import pointListLabels
+from MultimodalSegLib.Settings import landmarkReferencePrefix, pointListLabels
+from MultimodalSegLib.Transforms import setFitOnTransformNode
 
 UI_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "Resources", "UI")
 
@@ -48,20 +48,6 @@ def definedPoints(pointListNode, world: bool) -> np.ndarray:
     return np.array(points, float).reshape(-1, 3)
 
 
-def thinPlateTransform(summary: FitSummary) -> vtk.vtkThinPlateSplineTransform:
-    """VTK's thin-plate spline for a tps fit, in the resampling direction (fixed -> moving, "from parent")."""
-    source, target = summary.fit.tps_landmarks
-    sourcePoints, targetPoints = vtk.vtkPoints(), vtk.vtkPoints()
-    for s, t in zip(source, target):
-        sourcePoints.InsertNextPoint(*s)
-        targetPoints.InsertNextPoint(*t)
-    tps = vtk.vtkThinPlateSplineTransform()
-    tps.SetBasisToR()  # U(r) = r, the 3D biharmonic kernel multimodalseg.registration fits
-    tps.SetSourceLandmarks(sourcePoints)
-    tps.SetTargetLandmarks(targetPoints)
-    return tps
-
-
 class LandmarkPanel(VTKObservationMixin):
     """The registration tab of one moving input.
 
@@ -77,7 +63,7 @@ class LandmarkPanel(VTKObservationMixin):
         self.task, self.role = task, role
         self.parameterNode = parameterNode
         self.volumeForRole = volumeForRole
-        self.prefix = f"landmarks:{role}:"
+        self.prefix = landmarkReferencePrefix(role)
         self._observedPointLists: list = []
         self._interacting = False
         self._updatingGui = False
@@ -229,10 +215,7 @@ class LandmarkPanel(VTKObservationMixin):
     def applyTransform(self, summary: FitSummary) -> None:
         """Set the fit on the transform node and put the moving volume and moving points under it."""
         node = self.transformNode()
-        if summary.fit.matrix is not None:
-            node.SetMatrixTransformToParent(slicer.util.vtkMatrixFromArray(summary.fit.matrix))
-        else:
-            node.SetAndObserveTransformFromParent(thinPlateTransform(summary))
+        setFitOnTransformNode(node, summary.fit)
         for child in (self.volumeForRole(self.role), self.ui.movingPointsSelector.currentNode()):
             if child is not None and child.GetTransformNodeID() != node.GetID():
                 child.SetAndObserveTransformNodeID(node.GetID())

@@ -29,6 +29,7 @@ from MultimodalSegLib.Settings import (
     INPUT_REFERENCE_PREFIX,
     PanelSettings,
     autoAssign,
+    chosenFolder,
     modalityItems,
     registrationTabTitle,
     roleLabel,
@@ -69,6 +70,7 @@ class TaskPanel(VTKObservationMixin):
         self._updatingGui = False
         self._dependenciesChecked = False
         self._pending: dict[str, object] = {}
+        self._clearedRoles: set[str] = set()  # inputs the user emptied: auto-assignment leaves them empty
 
         uiWidget = slicer.util.loadUI(os.path.join(RESOURCES_DIR, "UI", "MultimodalSeg.ui"))
         parentLayout.addWidget(uiWidget)
@@ -200,6 +202,8 @@ class TaskPanel(VTKObservationMixin):
                 self.ui.trainingFolderButton.directory = settings.trainingFolder
         finally:
             self._updatingGui = False
+        for panel in self.landmarkPanels.values():  # e.g. a loaded scene's point lists and transforms
+            panel.updateGuiFromParameterNode()
 
     def currentSettings(self) -> PanelSettings:
         return PanelSettings(
@@ -209,7 +213,7 @@ class TaskPanel(VTKObservationMixin):
             tta=bool(self.ui.ttaCheckBox.checked),
             quick=bool(self.ui.quickCheckBox.checked),
             modality=(self.ui.modalityComboBox.currentData or "") if self.task.modalities else "",
-            trainingFolder=str(self.ui.trainingFolderButton.directory or ""),
+            trainingFolder=chosenFolder(self.ui.trainingFolderButton.directory),
         )
 
     def updateParameterNodeFromGui(self, *_args) -> None:
@@ -218,6 +222,11 @@ class TaskPanel(VTKObservationMixin):
         p = self.parameterNode
         wasModifying = p.StartModify()
         for role, selector in self.inputSelectors.items():
+            before = p.GetNodeReferenceID(INPUT_REFERENCE_PREFIX + role)
+            if before and not selector.currentNodeID:
+                self._clearedRoles.add(role)
+            elif selector.currentNodeID:
+                self._clearedRoles.discard(role)
             p.SetNodeReferenceID(INPUT_REFERENCE_PREFIX + role, selector.currentNodeID)
         settings = self.currentSettings()
         for name, value in settings.toParameters().items():
@@ -230,7 +239,7 @@ class TaskPanel(VTKObservationMixin):
         volumes = [(n.GetID(), n.GetName()) for n in slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode")
                    if not n.IsA("vtkMRMLLabelMapVolumeNode")]
         current = {role: s.currentNodeID or None for role, s in self.inputSelectors.items()}
-        for role, nodeId in autoAssign(self.task, volumes, current).items():
+        for role, nodeId in autoAssign(self.task, volumes, current, self._clearedRoles).items():
             if nodeId and not current.get(role):
                 self.inputSelectors[role].setCurrentNodeID(nodeId)
 
@@ -413,6 +422,9 @@ class TaskPanel(VTKObservationMixin):
                     modality=settings.modality or None)
         except UserError as exc:
             self.setStatus(str(exc), error=True)
+            return
+        except OSError as exc:  # e.g. a read-only folder: say so in the panel, not only in the console
+            self.setStatus(f"Saving the training case failed: {exc}", error=True)
             return
         if unknown:
             self.log(f"Segments not saved (no {self.task.title} label of that name): {', '.join(unknown)}")

@@ -1,21 +1,35 @@
 """Panel settings as they are stored in the module's parameter node (strings), and input auto-assignment.
 
 Plain Python. The parameter node is saved with the scene, so a reopened scene shows the same model, device and
-options; node selections are kept as node references (``input:<role>``) by ``Panel.py``.
+options; node selections are kept as node references (``input_<role>``) by ``Panel.py``.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, fields
 
 from multimodalseg.tasks import TaskSpec
 
 from MultimodalSegLib.Command import DEVICE_KINDS
 
-INPUT_REFERENCE_PREFIX = "input:"  # parameter node reference role of each task input: "input:t1ce"
+# Parameter-node reference roles never contain ':': vtkMRMLNode writes "role:id;" unescaped and splits at the first
+# ':' when it reads a scene, so "input:t1ce" would come back as role "input" and be lost.
+INPUT_REFERENCE_PREFIX = "input_"  # reference role of each task input: "input_t1ce"
+UNCHOSEN_FOLDERS = ("", ".")  # ctkDirectoryButton.directory starts as "." (a default QDir): nothing chosen yet
 DEVICE_ITEMS = (("auto", "Auto (GPU if available)"), ("cpu", "CPU"), ("gpu", "GPU (CUDA)"))  # (value, text)
+
+
+def landmarkReferencePrefix(role: str) -> str:
+    """Prefix of the landmark tab's parameters and references of input ``role``: ``landmarks_mr_``."""
+    return f"landmarks_{role}_"
+
+
+def chosenFolder(directory: object) -> str:
+    """A directory button's folder, or "" when none was chosen (Slicer's working folder is never a choice)."""
+    text = str(directory or "").strip()
+    return "" if text in UNCHOSEN_FOLDERS else text
 
 
 def _toBool(text: str) -> bool:
@@ -70,6 +84,7 @@ class PanelSettings:
                 setattr(settings, f.name, text)
         if settings.device not in DEVICE_KINDS:
             settings.device = "auto"
+        settings.trainingFolder = chosenFolder(settings.trainingFolder)
         return settings
 
 
@@ -83,6 +98,7 @@ def autoAssign(
     task: TaskSpec,
     volumes: Sequence[tuple[str, str]],
     current: Mapping[str, str | None] | None = None,
+    cleared: Collection[str] = (),
 ) -> dict[str, str | None]:
     """Pick a volume for each empty input role by the role's ``name_patterns``.
 
@@ -90,6 +106,7 @@ def autoAssign(
         task: the task specification.
         volumes: ``(node id, node name)`` of the candidate volumes, in scene order.
         current: role -> node id already chosen (kept as it is).
+        cleared: roles the user emptied on purpose: left empty.
 
     Returns:
         role -> node id (or None). Each volume is used once; the longest pattern wins, so ``case_t1ce`` goes to
@@ -100,6 +117,8 @@ def autoAssign(
     candidates = []
     for order, (nodeId, name) in enumerate(volumes):
         for spec in task.inputs:
+            if spec.role in cleared:
+                continue
             score = matchScore(spec.name_patterns, name)
             if score:
                 candidates.append((-score, order, spec.role, nodeId))
