@@ -107,7 +107,7 @@ def _predictor(args: argparse.Namespace, reporter):
         task.values(args.convention)
     configure_threads(args.threads)
     options = report_options(args, task)
-    bundle = load_model(task.id, args.model)
+    bundle = getattr(args, "model_loader", load_model)(task.id, args.model)  # serve: its model cache
     return Predictor(bundle, args.device, tta=args.tta, sw_batch_size=args.sw_batch_size, overlap=args.overlap,
                      progress=reporter, precision=args.precision, crop=not args.no_crop, modality=args.modality,
                      convention=args.convention, report_options=options,
