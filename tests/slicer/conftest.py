@@ -26,6 +26,7 @@ class FakeProcess:
         self.onStdout = self.onStderr = self.onFinished = self.onStartFailed = None
         self.started: tuple[str, list[str], dict | None] | None = None
         self.killed = False
+        self.written: list[bytes] = []
         FakeProcess.instances.append(self)
 
     def start(self, program, arguments, environment) -> None:
@@ -33,6 +34,15 @@ class FakeProcess:
 
     def kill(self) -> None:
         self.killed = True
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+    def jobs(self) -> list[dict]:
+        """The JSON job lines written to the worker's stdin."""
+        import json
+
+        return [json.loads(line) for line in b"".join(self.written).decode().splitlines()]
 
     # what the test plays
     def stdout(self, text: str) -> None:

@@ -166,3 +166,49 @@ print("FAILED", results[1].status, results[1].exitCode, results[1].message)
     assert run.lines("RESULT") == ["succeeded 0 False False brain-tumor"]
     status, code, message = run.lines("FAILED")[0].split(" ", 2)
     assert (status, code) == ("failed", "2") and message.endswith("missing t1.nii.gz: file not found")
+
+
+def test_the_warm_worker_protocol_under_pythonqt(tmp_path):
+    from pythonqt import MODULE_DIR
+
+    run = runScript(tmp_path, RUNNER + """
+import signal, time
+from MultimodalSegLib.Worker import WorkerRunner, serveCommand
+worker = WorkerRunner(QtBackendProcess, serveCommand([sys.executable], 120), environment=env)
+py = [sys.executable, "-m", "multimodalseg"]
+
+def job(command, timeout_ms=60000, **kw):
+    results.clear()
+    worker.start(py + command, onFinished=results.append, **kw)
+    assert host.wait_until(lambda: results, timeout_ms), "job never finished: " + " ".join(command)
+    return results[0]
+
+logs.clear()
+r = job(["tasks", "--json"], onLog=logs.append)
+print("TASKS", r.status, json.loads("\\n".join(logs))["tasks"][0]["id"] != "", worker.workersStarted)
+pid = worker._worker._pid
+r = job(["segment", "--task", "spine"])
+print("FAILED", r.status, r.exitCode, worker._worker._pid == pid)
+
+started = []
+worker.start(py + ["phantom", "--task", "brain-tumor", "--clinical", "--n", "4", "--out", os.path.join(os.getcwd(), "p")],
+             onFinished=results.append, onLog=started.append)
+results.clear()
+host.process_events(1500)
+t0 = time.monotonic()
+worker.cancel()
+assert host.wait_until(lambda: results, 20000), "cancel never ended the job"
+print("CANCELED", results[0].status, round(time.monotonic() - t0) < 10, worker.workersStarted,
+      worker._worker._pid != pid)
+
+os.kill(worker._worker._pid, signal.SIGKILL)  # the worker dies between jobs
+host.wait_until(lambda: not worker.workerAlive, 10000)
+r = job(["models", "path"])
+print("RESTARTED", r.status, worker.workersStarted)
+worker.shutdown()
+""", env={"MODULE_DIR": str(MODULE_DIR)}, timeout=240)
+    check(run)
+    assert run.lines("TASKS") == ["succeeded True 1"]
+    assert run.lines("FAILED") == ["failed 2 True"]
+    assert run.lines("CANCELED") == ["canceled True 2 True"]
+    assert run.lines("RESTARTED") == ["succeeded 3"]
