@@ -17,6 +17,15 @@ import SimpleITK as sitk
 
 from multimodalseg.errors import UserError
 from multimodalseg.fileutil import atomic_write
+from multimodalseg.io_dicom import (  # noqa: F401 - InputWarning, allow_no_geometry, warnings_to: public here too
+    InputWarning,
+    allow_no_geometry,
+    is_dicom_file,
+    warnings_to,
+)
+from multimodalseg.io_dicom import check_file as _check_dicom_file
+from multimodalseg.io_dicom import read_series as _read_dicom_series
+from multimodalseg.io_integrity import check_complete
 
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".mgz")
 
@@ -25,34 +34,20 @@ def has_volume_suffix(path: str | os.PathLike) -> bool:
     return str(path).lower().endswith(VOLUME_SUFFIXES)
 
 
-def _read_dicom_series(folder: Path) -> sitk.Image:
-    reader = sitk.ImageSeriesReader()
-    series = reader.GetGDCMSeriesIDs(str(folder))
-    if not series:
-        raise UserError("folder holds no DICOM series", folder)
-    if len(series) > 1:
-        raise UserError(f"folder holds {len(series)} DICOM series; give one series per folder", folder)
-    files = reader.GetGDCMSeriesFileNames(str(folder), series[0])
-    reader.SetFileNames(files)
-    # The pixel type otherwise follows the first slice: int16 there truncates slices whose rescale
-    # slope/intercept differ (common in PET).
-    reader.SetOutputPixelType(sitk.sitkFloat32)
-    return reader.Execute()
-
-
 def read_image(path: str | os.PathLike, *, label: bool = False) -> sitk.Image:
     """Read a 3D volume and check it.
 
     Args:
-        path: a NIfTI / NRRD / MHA / MGZ file, or a folder holding one DICOM series.
+        path: a NIfTI / NRRD / MHA / MGZ file, or a folder holding one DICOM series (``io_dicom``: geometry,
+            multi-frame and slice-spacing checks).
         label: read as a label map: integer voxels required, returned as ``sitk.sitkUInt16``.
 
     Returns:
         The image in LPS physical space. A 4D image whose 4th axis has length 1 is reduced to 3D.
 
     Raises:
-        UserError: missing or unreadable file, not 3D, non-finite voxels, non-positive spacing,
-            non-integer label values.
+        UserError: missing, unreadable or truncated file (``io_integrity``), not 3D, non-finite voxels,
+            non-positive spacing, non-integer label values; DICOM without geometry or with time frames.
     """
     p = Path(path)
     if not p.exists():
@@ -63,6 +58,9 @@ def read_image(path: str | os.PathLike, *, label: bool = False) -> sitk.Image:
         elif p.name.lower().endswith((".mgz", ".mgh")):
             image = _read_mgh(p)
         else:
+            check_complete(p)
+            if is_dicom_file(p):
+                _check_dicom_file(p)
             image = sitk.ReadImage(str(p))
     except UserError:
         raise
@@ -148,6 +146,16 @@ def check_geometry(image: sitk.Image, path: str | os.PathLike | None = None) -> 
         raise UserError("direction matrix is singular", path)
     if min(image.GetSize()) < 1:
         raise UserError("image is empty", path)
+
+
+def check_extent(image: sitk.Image, minimum: Sequence[int], path: str | os.PathLike | None = None,
+                 why: str = "") -> None:
+    """Raise a UserError naming the image's size when it has fewer voxels than ``minimum`` (x, y, z) on an axis."""
+    size = image.GetSize()
+    if any(s < m for s, m in zip(size, minimum)):
+        need = "x".join(str(int(m)) for m in minimum)
+        raise UserError(f"image is too thin: {'x'.join(map(str, size))} voxels, at least {need} needed"
+                        f"{f' ({why})' if why else ''}", path)
 
 
 def to_label_image(image: sitk.Image, path: str | os.PathLike | None = None) -> sitk.Image:

@@ -222,6 +222,20 @@ class CDDFuse(nn.Module):
         fused, _, _ = self.fuse_images(ct_p, mr_p)
         return fused[crop]
 
+    def forward_strips(self, ct: torch.Tensor, mr: torch.Tensor, rows: int | None = None) -> torch.Tensor:
+        """``forward`` computed strip by strip (``nets.cddfuse_strips``): the same result up to float rounding,
+        about 2.3x faster on 512 x 512 slices on the CPU, where the full-slice layers are memory-bound. Inference
+        only (no autograd through the two-pass attention)."""
+        from multimodalseg.nets.cddfuse_strips import STRIP_ROWS, fuse_in_strips
+
+        if ct.ndim != 4 or ct.shape != mr.shape:
+            raise ValueError(f"CT and MR slices must be (B, C, H, W) of the same shape, got {tuple(ct.shape)} "
+                             f"and {tuple(mr.shape)}")
+        size = self.padded_size(*ct.shape[-2:])
+        ct_p, crop = pad_slices(ct, size, self.pad_mode)
+        mr_p, _ = pad_slices(mr, size, self.pad_mode)
+        return fuse_in_strips(self, ct_p, mr_p, rows or STRIP_ROWS)[crop]
+
 
 def pad_slices(x: torch.Tensor, size: Sequence[int], mode: str = "constant",
                value: float = 0.0) -> tuple[torch.Tensor, tuple[slice, ...]]:
