@@ -148,14 +148,16 @@ def check_geometry(image: sitk.Image, path: str | os.PathLike | None = None) -> 
         raise UserError("image is empty", path)
 
 
-def check_extent(image: sitk.Image, minimum: Sequence[int], path: str | os.PathLike | None = None,
-                 why: str = "") -> None:
-    """Raise a UserError naming the image's size when it has fewer voxels than ``minimum`` (x, y, z) on an axis."""
-    size = image.GetSize()
-    if any(s < m for s, m in zip(size, minimum)):
-        need = "x".join(str(int(m)) for m in minimum)
-        raise UserError(f"image is too thin: {'x'.join(map(str, size))} voxels, at least {need} needed"
-                        f"{f' ({why})' if why else ''}", path)
+def check_extent(image: sitk.Image, min_voxels: Sequence[int], min_mm: Sequence[float] = (0.0, 0.0, 0.0),
+                 path: str | os.PathLike | None = None, why: str = "") -> None:
+    """Raise a UserError naming the image's size when an axis (x, y, z) has fewer than ``min_voxels`` voxels or
+    spans less than ``min_mm`` (voxels x spacing)."""
+    size, spacing = image.GetSize(), image.GetSpacing()
+    extent = [n * s for n, s in zip(size, spacing)]
+    if any(n < v for n, v in zip(size, min_voxels)) or any(e < m - 1e-6 for e, m in zip(extent, min_mm)):
+        mm = "x".join(f"{e:.3g}" for e in extent)
+        raise UserError(f"image is too thin: {'x'.join(map(str, size))} voxels ({mm} mm){f'; {why}' if why else ''}",
+                        path)
 
 
 def to_label_image(image: sitk.Image, path: str | os.PathLike | None = None) -> sitk.Image:

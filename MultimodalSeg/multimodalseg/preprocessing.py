@@ -70,13 +70,31 @@ def load_inputs(task: TaskSpec, paths: Mapping[str, PathLike | sitk.Image]) -> d
 
     def read(role: str) -> sitk.Image:
         source = paths[role]
-        return _check_image(source, role) if isinstance(source, sitk.Image) else io.read_image(source)
+        image = _check_image(source, role) if isinstance(source, sitk.Image) else io.read_image(source)
+        check_extent(task, image, source if not isinstance(source, sitk.Image) else f"input '{role}'")
+        return image
 
     # Files are read side by side: gzip inflation and SimpleITK release the GIL, and decompressing four BraTS
     # .nii.gz inputs one after the other is a visible part of a segment command's start-up.
     with ThreadPoolExecutor(max_workers=max(1, min(4, len(roles)))) as pool:
         futures = [pool.submit(read, role) for role in roles]
     return {role: future.result() for role, future in zip(roles, futures)}  # the first bad input, in role order
+
+
+MIN_VOXELS = 4  # fewer along an axis the network's patches span, and its filters fail (whole-heart: < 4 pixels)
+
+
+def check_extent(task: TaskSpec, image: sitk.Image, where: PathLike) -> None:
+    """A UserError naming the file and its size when the image is too thin for the task: fewer than
+    :data:`MIN_VOXELS` voxels, or less than that many of the task's voxel spacing in mm, along any axis its
+    patches span (an axis with patch size 1, such as the spine's slice axis, may be one voxel thick)."""
+    axes = [p > 1 for p in task.patch_size]
+    min_voxels = [MIN_VOXELS if a else 1 for a in axes]
+    min_mm = [MIN_VOXELS * s if a else 0.0 for a, s in zip(axes, task.spacing)]
+    patch = "x".join(map(str, task.patch_size))
+    io.check_extent(image, min_voxels, min_mm, where,
+                    f"task {task.id} needs at least {MIN_VOXELS} voxels and {min_mm[axes.index(True)]:g} mm along "
+                    f"each axis its {patch} patches span")
 
 
 def check_roles(task: TaskSpec, roles: Iterable[str]) -> None:

@@ -9,6 +9,9 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+# More distinct values than this in a label map without --task: an intensity image given by mistake (a CT has
+# hundreds or thousands of values); evaluating every one would take hours of surface distances.
+MAX_LABELS_WITHOUT_TASK = 255
 COLUMNS = (("dice", "Dice"), ("jaccard", "Jaccard"), ("sensitivity", "Sens"), ("precision", "Prec"),
            ("hd", "HD mm"), ("hd95", "HD95 mm"), ("assd", "ASSD mm"))
 
@@ -26,6 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--convention", help="label convention of both files, for tasks that have several "
                                         "(brain-tumor: brats2021, brats2023, msd)")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON (undefined values as null)")
+    p.add_argument("--max-labels", type=int, default=MAX_LABELS_WITHOUT_TASK, metavar="N",
+                   help="without --task, refuse label maps with more than N distinct values (likely an intensity "
+                        f"image; default {MAX_LABELS_WITHOUT_TASK})")
     g = p.add_argument_group(
         "fusion image (spine)", "EN, MI, SF and VIF (mean over slices) of a fused image against its CT and MR, all "
         "on the CT grid (as 'multimodalseg fuse' writes it), with the CT alone and the MR alone for comparison. "
@@ -128,15 +134,51 @@ def format_fusion(fusion: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def warn_same_files(files: Mapping[str, Any]) -> None:
+    """A warning line on stderr for each file given for several options (each should be its own image)."""
+    import sys
+    from pathlib import Path
+
+    by_file: dict[Path, list[str]] = {}
+    for option, path in files.items():
+        if path is not None:
+            by_file.setdefault(Path(path).resolve(), []).append(option)
+    for path, options in by_file.items():
+        if len(options) > 1:
+            print(f"warning: {path}: the same file is given for {' and '.join(options)}", file=sys.stderr)
+
+
+def _evaluate_labels(args: argparse.Namespace, task) -> dict[str, Any]:
+    """Both label maps read once; without a task, a map with very many values is refused (an intensity image)."""
+    from multimodalseg.errors import UserError
+    from multimodalseg.io import read_image
+    from multimodalseg.metrics.evaluate import evaluate_images
+
+    if args.max_labels < 1:
+        raise UserError(f"--max-labels must be at least 1, got {args.max_labels}")
+    ref = read_image(args.ref, label=True)
+    pred = read_image(args.pred, label=True)
+    if task is None:
+        import numpy as np
+        import SimpleITK as sitk
+
+        for path, image in ((args.ref, ref), (args.pred, pred)):
+            count = int(np.count_nonzero(np.bincount(sitk.GetArrayViewFromImage(image).ravel())[1:]))
+            if count > args.max_labels:
+                raise UserError(f"holds {count} distinct label values: an intensity image, not a label map? Give "
+                                f"--task for a task's labels, or --max-labels {count} to evaluate them all", path)
+    return evaluate_images(pred, ref, task=task, convention=args.convention, pred_path=args.pred, ref_path=args.ref)
+
+
 def run(args: argparse.Namespace) -> int:
-    from multimodalseg.metrics import evaluate_files, json_ready
+    from multimodalseg.metrics import json_ready
     from multimodalseg.tasks import get_task
 
     labels, fusion = _check_modes(args)
     task = get_task(args.task) if args.task else None
     result: dict[str, Any] = {}
     if labels:
-        result = evaluate_files(args.pred, args.ref, task=task, convention=args.convention)
+        result = _evaluate_labels(args, task)
     if labels and task is not None and task.id == "whole-heart":
         from multimodalseg.metrics.heart import whs_scores
 
@@ -144,6 +186,8 @@ def run(args: argparse.Namespace) -> int:
         result.update(whs=scores["whs"], whs_weights=scores["weights"])
     if fusion:
         result["fusion"] = _fusion(args)
+    # after the checks, so a refused run prints its one error line only
+    warn_same_files({"--pred": args.pred, "--ref": args.ref, "--fused": args.fused, "--ct": args.ct, "--mr": args.mr})
     if args.json:
         paths = {"pred": args.pred, "ref": args.ref} if labels else {}
         print(json.dumps(json_ready({**paths, **result}), indent=2, allow_nan=False))

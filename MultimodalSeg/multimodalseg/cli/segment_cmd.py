@@ -25,7 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--task", required=True, help="task id (see 'multimodalseg tasks')")
     p.add_argument("--input", "-i", action="append", default=[], metavar="ROLE=PATH",
                    help="an input image by role, e.g. t1ce=case_t1ce.nii.gz (repeat for each role)")
-    p.add_argument("--output", "-o", metavar="OUT", help="label map to write (.nii.gz, .nrrd, ...)")
+    p.add_argument("--output", "-o", metavar="OUT", help="label map to write (.nii.gz, .nrrd, ...; .dcm: a DICOM "
+                   "Segmentation object referencing the reference input, which must then be a DICOM series)")
     p.add_argument("--input-dir", metavar="DIR", help="batch mode: a folder of cases in the task's public layout")
     p.add_argument("--output-dir", metavar="DIR", help="batch mode: where CASE.nii.gz and CASE.json go")
     p.add_argument("--model", metavar="ID|PATH", help="catalog model id or bundle file (default: newest for the task)")
@@ -66,9 +67,12 @@ def parse_inputs(items: list[str]) -> dict[str, Path]:
 
 def check_output(path: str | os.PathLike, inputs: dict[str, Path], suffixes: tuple[str, ...] | None = None) -> Path:
     """Fail before any computing when ``path`` cannot be written or would replace an input."""
+    from multimodalseg.dicom_seg import is_seg_path
+
     p = Path(path)
-    if suffixes is None and not io.has_volume_suffix(p):
-        raise UserError(f"unsupported output format; use one of {', '.join(io.VOLUME_SUFFIXES)}", p)
+    if suffixes is None and not io.has_volume_suffix(p) and not is_seg_path(p):
+        raise UserError(f"unsupported output format; use one of {', '.join(io.VOLUME_SUFFIXES)} or .dcm (DICOM SEG)",
+                        p)
     if suffixes is not None and not p.name.lower().endswith(suffixes):
         raise UserError(f"expected a {' or '.join(suffixes)} file name", p)
     if p.is_dir():
@@ -87,14 +91,38 @@ def check_output(path: str | os.PathLike, inputs: dict[str, Path], suffixes: tup
 def run(args: argparse.Namespace) -> int:
 
     reporter = make_reporter(args.progress)
+    io.allow_no_geometry(bool(getattr(args, "allow_dicom_without_geometry", False)))
     try:
-        return _run(args, reporter)
+        with io.warnings_to(warning_sink(reporter)):
+            return _run(args, reporter)
     except Exception as exc:  # the reading process gets an error event; the CLI prints the line and exits
         if isinstance(reporter, JsonLines):
             user = isinstance(exc, UserError)
             message = str(exc) if user else f"internal error: {type(exc).__name__}: {exc}"
             reporter({"event": "error", "message": message, "code": 2 if user else 1})
         raise
+    finally:
+        io.allow_no_geometry(False)
+
+
+def warning_sink(reporter):
+    """Where input warnings (``io.InputWarning``) go: a ``warning`` event, or a line on stderr without a reporter."""
+    if reporter is not None:
+        return lambda message: reporter({"event": "warning", "message": message})
+    return lambda message: print(f"warning: {message}", file=sys.stderr)
+
+
+def warn_shared_files(inputs: dict[str, Path]) -> None:
+    """An input warning when one file is given for several roles (each role should be its own image)."""
+    import warnings
+
+    by_file: dict[Path, list[str]] = {}
+    for role, path in inputs.items():
+        by_file.setdefault(path.resolve(), []).append(role)
+    for path, roles in by_file.items():
+        if len(roles) > 1:
+            warnings.warn(f"{path}: the same file is given for inputs {', '.join(roles)}; each input should be its "
+                          "own image", io.InputWarning, stacklevel=2)
 
 
 def _predictor(args: argparse.Namespace, reporter):
@@ -156,11 +184,17 @@ def _run(args: argparse.Namespace, reporter) -> int:
             raise UserError(f"--transform for input '{role}', but no --input {role}=PATH was given")
         if not path.exists():
             raise UserError("file not found", path)
+    warn_shared_files(inputs)
     output = check_output(args.output, inputs)
+    from multimodalseg.dicom_seg import is_seg_path, source_files
     from multimodalseg.inference.extras import image_path
 
+    seg = is_seg_path(output)
+    if seg:  # DICOM SEG: refused now for a non-DICOM reference; the extra volumes go beside it as NIfTI
+        source_files(inputs[task.reference_role])
+    volumes_base = output.with_name(output.name[:-4] + ".nii.gz") if seg else output
     for name in ("disagreement", "fused"):  # outputs written beside the label map must not replace an input
-        check_output(image_path(output, name), {**inputs, **transform_paths})
+        check_output(image_path(volumes_base, name), {**inputs, **transform_paths})
     preview = check_output(args.preview, inputs, (".png",)) if args.preview else None
     report_path = check_output(args.report, inputs, (".json",)) if args.report else None
     if args.stats and not _has_pet(task):
@@ -169,9 +203,17 @@ def _run(args: argparse.Namespace, reporter) -> int:
 
     transforms = segment_options.read_transforms(transform_paths)
     predictor = _predictor(args, reporter)
-    result = predictor.predict(inputs, output=output, transforms=transforms)
+    result = predictor.predict(inputs, output=None if seg else output, transforms=transforms)
     outputs = dict(result.outputs)
     try:
+        if seg:
+            from multimodalseg.dicom_seg import write_dicom_seg
+
+            outputs.update(result.write_images(volumes_base))
+            meta = predictor.bundle.meta
+            outputs["labels"] = os.fspath(write_dicom_seg(
+                result.labels, inputs[task.reference_role], task, output, values=task.values(args.convention),
+                algorithm=str(meta.get("id", "model")), version=str(meta.get("version", "0"))))
         if result.tables:
             from multimodalseg.inference.extras import table_path, write_tables
 

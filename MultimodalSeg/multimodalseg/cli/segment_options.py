@@ -23,6 +23,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="registration transform of an input ('multimodalseg register' writes it; fixed -> moving), "
                         "applied while resampling it onto the reference grid; ROLE= may be left out when the "
                         "task has one non-reference input (spine: the MR)")
+    p.add_argument("--allow-dicom-without-geometry", action="store_true",
+                   help="read DICOM inputs without position/orientation tags, multi-frame (e.g. cine) or temporal "
+                        "series as GDCM stacks them (refused by default: their slice spacing is unknown)")
     g = p.add_argument_group("spine (outputs beside the label map: OUT_disagreement and OUT_fused)")
     g.add_argument("--fusion-model", metavar="ID|PATH", help="fusion bundle for the fused CT-MR image "
                    "(default: the newest fusion model in the catalogs, if any)")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
+import sys
 from pathlib import Path
 
 from multimodalseg.errors import UserError
@@ -56,7 +58,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--pet", required=True, help="PET: a DICOM series folder or a volume file (Bq/mL or SUV)")
     p.add_argument("--labels", required=True, help="label map (any grid overlapping the PET)")
-    p.add_argument("--task", default="petmr-brain", help="task whose label table names the values (petmr-brain)")
+    p.add_argument("--task", help="task whose label table names the values (default petmr-brain); 'none': any label "
+                   "map, every nonzero value a structure")
+    p.add_argument("--names", metavar="TABLE", help="task-free: a names table for the values (CSV/TSV 'value,name' "
+                   "or a FreeSurferColorLUT.txt); values it does not name are 'label N'")
     add_suv_arguments(p)
     p.add_argument("-o", "--output", required=True, metavar="OUT.csv", help="CSV file to write")
     p.add_argument("--json", dest="json_output", metavar="OUT.json", help="also write a JSON file")
@@ -66,9 +71,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from multimodalseg.io import label_values, read_image
     from multimodalseg.suv import PEAK_RADIUS_MM, load_suv, structure_statistics, write_statistics
-    from multimodalseg.tasks import get_task
 
-    task = get_task(args.task)
+    task = _task(args)
     outputs = [Path(args.output)] + ([Path(args.json_output)] if args.json_output else [])
     inputs = {Path(args.pet).resolve(), Path(args.labels).resolve()}
     for out in outputs:
@@ -78,16 +82,23 @@ def run(args: argparse.Namespace) -> int:
             raise UserError("output is a folder; give a file name", out)
     if len(outputs) == 2 and outputs[0].resolve() == outputs[1].resolve():
         raise UserError("-o and --json name the same file", outputs[0])
+    names_table = read_names(args.names) if args.names else {}
     overrides = suv_overrides(args)
     labels = read_image(args.labels, label=True)
-    task.check_label_values(label_values(labels), args.labels)
+    values = label_values(labels)
+    if task is not None:
+        _check_task_values(task, values, args.labels)
+        names = {lab.value: lab.name for lab in task.labels}
+    else:
+        names = {v: names_table.get(v, f"label {v}") for v in values if v != 0}
     suv = load_suv(args.pet, overrides)
     try:
-        rows = structure_statistics(suv.image, labels, {lab.value: lab.name for lab in task.labels})
+        rows = structure_statistics(suv.image, labels, names)
     except UserError as exc:
         raise UserError(exc.problem, args.labels) from None
     metadata = {
-        "task": task.id,
+        "task": task.id if task is not None else None,
+        "names": str(args.names) if args.names else None,
         "pet": str(args.pet),
         "labels": str(args.labels),
         "suv": suv.to_dict(),
@@ -96,6 +107,63 @@ def run(args: argparse.Namespace) -> int:
                      "within radius_mm of the structure's maximum voxel"},
     }
     write_statistics(rows, args.output, args.json_output, metadata)
+    if Path(args.pet).resolve() == Path(args.labels).resolve():  # after the checks: an error stays one line
+        print(f"warning: {Path(args.pet).resolve()}: the same file is given for --pet and --labels", file=sys.stderr)
     present = [r for r in rows if r.pet_voxels]
     print(f"SUV statistics of {len(present)} structures ({suv.source}) written to {args.output}")
     return 0
+
+
+def _task(args: argparse.Namespace):
+    """The task whose table names the values, or None (task-free: ``--task none`` or ``--names``)."""
+    from multimodalseg.tasks import get_task
+
+    if args.names and args.task not in (None, "none"):
+        raise UserError(f"--names is for any label map (task-free); it does not go with --task {args.task}, whose "
+                        "table names the values")
+    if args.names or args.task == "none":
+        return None
+    return get_task(args.task or "petmr-brain")
+
+
+def _check_task_values(task, values: list[int], path: str) -> None:
+    """Values outside the task's table are refused, with the task-free mode as the way out."""
+    try:
+        task.check_label_values(values, path)
+    except UserError as exc:
+        raise UserError(f"{exc.problem}; for another atlas use --task none (and --names TABLE)", path) from None
+
+
+def read_names(path: str | Path) -> dict[int, str]:
+    """A names table: lines ``value,name`` / ``value<TAB>name`` / ``value name [R G B A]`` (FreeSurferColorLUT);
+    ``#`` comments, blank lines and one header line without a number are skipped.
+
+    Raises:
+        UserError: a missing file, a line without a value and a name, or a value given twice.
+    """
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8-sig")
+    except OSError as exc:
+        raise UserError(f"cannot read names table ({exc.strerror or exc})", p) from None
+    except UnicodeDecodeError:
+        raise UserError("names table is not a text file", p) from None
+    names: dict[int, str] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        parts = [t.strip() for t in (line.split(",") if "," in line else re.split(r"\t|\s+", line))]
+        if not parts[0].lstrip("-").isdigit():
+            if not names and number == 1:
+                continue  # a header line
+            raise UserError(f"names table line {number}: expected 'value,name', got '{line}'", p)
+        if len(parts) < 2 or not parts[1]:
+            raise UserError(f"names table line {number}: value {parts[0]} has no name", p)
+        value = int(parts[0])
+        if value in names:
+            raise UserError(f"names table line {number}: value {value} is named twice", p)
+        names[value] = parts[1]
+    if not names:
+        raise UserError("names table names no values", p)
+    return names
