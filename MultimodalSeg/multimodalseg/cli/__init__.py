@@ -17,7 +17,8 @@ from multimodalseg import __version__
 from multimodalseg.errors import UserError
 
 # Subcommand modules, in the order ``--help`` lists them. A new command is a module here plus one name.
-COMMANDS = ("tasks", "phantom", "evaluate", "register", "segment", "fuse", "models", "suv-stats", "demo", "serve")
+COMMANDS = ("tasks", "phantom", "synth", "evaluate", "register", "segment", "fuse", "models", "suv-stats", "demo",
+            "serve")
 
 
 def build_parser() -> argparse.ArgumentParser:
