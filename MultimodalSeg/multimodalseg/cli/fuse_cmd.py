@@ -36,7 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "paper unless the bundle says otherwise, and cropped back)")
     p.add_argument("--pad-mode", choices=("constant", "reflect", "replicate"),
                    help="padding of the slices (default: replicate, the edge values)")
-    p.add_argument("--batch", type=int, help="slices per forward pass (default: 2 padded 512x512 slices, up to 8)")
+    p.add_argument("--batch", type=int, help="slices per forward pass (default: one at a time for slices fused strip "
+                   "by strip, 160x160 pixels and more on the CPU; else up to 2 padded 512x512 slices, at most 8)")
     p.add_argument("--progress", default="auto", choices=("auto", "json", "bar", "none"),
                    help="auto: a bar when stdout is a terminal, JSON lines otherwise")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
@@ -45,11 +46,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from multimodalseg import io
+    from multimodalseg.cli.segment_cmd import warning_sink
     from multimodalseg.progress import JsonLines, make_reporter
 
     reporter = make_reporter(args.progress)
     try:
-        return _run(args, reporter)
+        with io.warnings_to(warning_sink(reporter)):
+            return _run(args, reporter)
     except Exception as exc:  # a reading process (Slicer) gets an error event; the CLI prints the line and exits
         if isinstance(reporter, JsonLines):
             user = isinstance(exc, UserError)
@@ -66,6 +70,12 @@ def _run(args: argparse.Namespace, reporter) -> int:
         if not path.exists():
             raise UserError("file not found", path)
     output = check_output(args.output, inputs)
+    if output.name.lower().endswith(".dcm"):
+        raise UserError("the fused image is a volume: write .nii.gz, .nrrd or .mha (DICOM SEG is for label maps)",
+                        output)
+    from multimodalseg.cli.segment_cmd import warn_shared_files
+
+    warn_shared_files({"ct": args.ct, "mr": args.mr})
     report_path = check_output(args.report, inputs, (".json",)) if args.report else None
     if report_path is not None and report_path.resolve() == output.resolve():
         raise UserError("--report and -o name the same file", report_path)
