@@ -53,6 +53,7 @@ def buildSegmentCommand(
     model: str | None = None,
     report: str | os.PathLike | None = None,
     modality: str | None = None,
+    extra: Sequence[str] = (),
 ) -> list[str]:
     """``python -m multimodalseg segment ...`` as an argument list.
 
@@ -68,6 +69,7 @@ def buildSegmentCommand(
         model: a catalog model id or a bundle path; None lets the backend pick the newest for the task.
         report: where the backend writes its JSON report (volumes, statistics, extra outputs).
         modality: for tasks with several input modalities (whole heart): ``ct`` or ``mr``; None: the backend decides.
+        extra: further ``segment`` options (the PET/MR panel's SUV values, ``Suv.SuvValues.arguments``).
 
     Raises:
         UserError: unknown role or a missing required input.
@@ -91,6 +93,7 @@ def buildSegmentCommand(
             raise UserError(f"modality {modality!r} is not one of {', '.join(task.modalities) or 'none'} "
                             f"for {task.title}")
         command += ["--modality", modality.lower()]
+    command += [str(a) for a in extra]
     command += ["--progress", "json"]
     return command
 

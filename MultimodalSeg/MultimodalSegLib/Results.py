@@ -114,6 +114,10 @@ TITLES = {
 }
 
 
+# The title of a table whose group names its quantity ("PET statistics: SUVbw (g/mL)").
+QUANTITY_TITLES = {"suv_structures": "PET statistics", "suv_statistics": "PET statistics"}
+
+
 def _title(key: str) -> str:
     return TITLES.get(key, key.replace("_", " ").strip().capitalize())
 
@@ -158,7 +162,9 @@ def tableFromEntry(key: str, value: Any) -> TableData | None:
 def tablesFromReport(report: Mapping[str, Any]) -> list[TableData]:
     """Every tabular result entry of a backend report (see :func:`tableFromEntry`), in report order.
 
-    Nested result groups (``{"suv": {"statistics": [...]}}``) are searched one level deep.
+    Nested result groups (``{"suv": {"statistics": [...]}}``) are searched one level deep. A group that says what
+    its values are (``"quantity": "SUVbw (g/mL)"``, or "PET values as stored (not SUV)") puts that in the titles
+    of its tables, so an activity table is never taken for SUV.
     """
     tables = []
     for key, value in report.items():
@@ -168,9 +174,12 @@ def tablesFromReport(report: Mapping[str, Any]) -> list[TableData]:
         if table is not None:
             tables.append(table)
         elif isinstance(value, Mapping):
+            quantity = value.get("quantity") if isinstance(value.get("quantity"), str) else None
             for subKey, subValue in value.items():
                 sub = tableFromEntry(f"{key}_{subKey}", subValue)
                 if sub is not None:
+                    if quantity:
+                        sub.title = f"{QUANTITY_TITLES.get(sub.key, sub.title)}: {quantity}"
                     tables.append(sub)
     return tables
 
