@@ -124,18 +124,25 @@ def generate(task_id: str, anatomy: Anatomy, rng: np.random.Generator, *, spacin
     for role in roles:  # roles without their own grid share the reference's (BraTS: co-registered)
         grids.setdefault(role, ref_grid)
     swap = lt.swap_table(lt.brain_pairs() if anatomy.kind == "brain" else SPINE_PAIRS, 1024)
-    sampled = {}
+    sampled, pres = {}, {}
     for role, g in grids.items():
+        pres[role] = None
+        if role in transforms:  # moving point q shows the reference point T^-1(q)
+            m, b = rigid_affine(transforms[role])
+            pres[role] = (m.T, -m.T @ b)
         if g is ref_grid and roles[0] in sampled:
             sampled[role] = sampled[roles[0]]
             continue
-        pre = None
-        if role in transforms:  # moving point q shows the reference point T^-1(q)
-            m, b = rigid_affine(transforms[role])
-            pre = (m.T, -m.T @ b)
-        lab = spatial.sample(labels, grid, g, pre)
+        lab = spatial.sample(labels, grid, g, pres[role])
         sampled[role] = swap[lab].astype(np.uint16) if spatial.flipped else lab
-    images, facts = _paint(task_id, modality, sampled, grids, s_paint)
+
+    painter = ix.Painter(labels, s_paint)
+
+    def render(role, prior, r, default=(0.0, 0.0)) -> np.ndarray:
+        # paint at the anatomy's resolution (pairs share intensities, so the mirror needs no swap here)
+        return spatial.sample(painter(prior, default), grid, grids[role], pres[role], linear=True)
+
+    images, facts = _paint(task_id, modality, sampled, grids, s_paint, render)
     info.update(facts)
     label = _output(task_id, sampled[roles[0]])
     sample = SynthSample(task_id, modality, images, grids, label, transforms, info=info, role_labels=sampled)
@@ -173,7 +180,9 @@ def _moving(task_id: str, sp: float) -> dict[str, tuple[tuple[float, float, floa
     return {}
 
 
-def _paint(task_id, modality, sampled, grids, rng) -> tuple[dict[str, np.ndarray], dict]:
+def _paint(task_id, modality, sampled, grids, rng, render) -> tuple[dict[str, np.ndarray], dict]:
+    """Images per role. ``render(role, prior, rng, default)`` paints the source map and reads it through
+    the spatial transform on the role's grid (linear: partial volume at tissue borders)."""
     images: dict[str, np.ndarray] = {}
     facts: dict[str, Any] = {}
     streams = dict(zip(sorted(sampled), rng.spawn(len(sampled))))
@@ -182,12 +191,12 @@ def _paint(task_id, modality, sampled, grids, rng) -> tuple[dict[str, np.ndarray
         use_random = bool(r.random() < 0.5)
         groups = priors.brain_groups()
         prior = ix.random_prior(groups, r) if use_random else ix.jittered_prior(priors.t1_brain(), r, groups=groups)
-        images["t1"], f = ix.mr_chain(sampled["t1"], prior, grids["t1"].spacing, r)
+        images["t1"], f = ix.mr_chain(render("t1", prior, r), grids["t1"].spacing, r)
         facts["t1"] = {**f, "contrast": "random" if use_random else "t1"}
         r = streams["pet"]
-        suv = {v: s * float(r.uniform(0.85, 1.15)) for v, s in priors.pet_suv().items()}
         scale = float(r.uniform(0.8, 1.25))
-        img, f = ix.pet_chain(sampled["pet"], {v: s * scale for v, s in suv.items()}, grids["pet"].spacing, r)
+        suv = {v: s * scale * float(r.uniform(0.85, 1.15)) for v, s in priors.pet_suv().items()}
+        img, f = ix.pet_chain(render("pet", ix.pet_prior(suv), r), grids["pet"].spacing, r)
         dose, weight = float(r.uniform(150.0, 300.0)), float(r.uniform(55.0, 95.0))
         suv_to_bqml = dose * 1e6 / (weight * 1000.0)
         images["pet"] = (img * np.float32(suv_to_bqml)).astype(np.float32)
@@ -199,29 +208,30 @@ def _paint(task_id, modality, sampled, grids, rng) -> tuple[dict[str, np.ndarray
         groups = priors.brain_groups()
         for role in ("flair", "t1", "t1ce", "t2"):
             r = streams[role]
-            lab = sampled[role]
             prior = ix.jittered_prior(table[role], r, rel=0.12, groups=groups)
-            img, f = ix.mr_chain(lab, prior, grids[role].spacing, r, background_mask=~np.isin(lab, list(keep)))
-            images[role], facts[role] = img, f
+            outside = ~np.isin(sampled[role], list(keep))
+            images[role], facts[role] = ix.mr_chain(render(role, prior, r), grids[role].spacing, r,
+                                                    background_mask=outside)
     elif task_id == "whole-heart":
         r = streams["image"]
-        lab = sampled["image"]
         if modality == "ct":
-            images["image"], facts["image"] = ix.ct_chain(lab, priors.heart_ct(r), grids["image"].spacing, r)
+            img = render("image", priors.heart_ct(r), r, default=(-1000.0, 5.0))
+            images["image"], facts["image"] = ix.ct_chain(img, grids["image"].spacing, r)
         else:
             use_random = bool(r.random() < 0.5)
-            groups = {v: v for v in np.unique(lab).tolist()}
+            groups = {v: v for v in (0, *lt.HEART_VALUES, *lt.THORAX.values())}
             prior = ix.random_prior(groups, r) if use_random else ix.jittered_prior(priors.heart_mr(), r, rel=0.2)
-            images["image"], f = ix.mr_chain(lab, prior, grids["image"].spacing, r)
+            images["image"], f = ix.mr_chain(render("image", prior, r), grids["image"].spacing, r)
             facts["image"] = {**f, "contrast": "random" if use_random else "bssfp"}
     elif task_id == "spine":
         r = streams["ct"]
-        images["ct"], facts["ct"] = ix.ct_chain(sampled["ct"], priors.spine_ct(r), grids["ct"].spacing, r)
+        img = render("ct", priors.spine_ct(r), r, default=(-1000.0, 5.0))
+        images["ct"], facts["ct"] = ix.ct_chain(img, grids["ct"].spacing, r)
         r = streams["mr"]
         use_random = bool(r.random() < 0.3)
-        groups = {v: v for v in np.unique(sampled["mr"]).tolist()}
+        groups = {v: v for v in (0, *lt.SPINE_OUTPUT, *lt.SPINE_PAINTED_ONLY, *lt.SPINE_BODY.values())}
         prior = ix.random_prior(groups, r) if use_random else ix.jittered_prior(priors.spine_t2(), r, rel=0.15)
-        images["mr"], f = ix.mr_chain(sampled["mr"], prior, grids["mr"].spacing, r)
+        images["mr"], f = ix.mr_chain(render("mr", prior, r), grids["mr"].spacing, r)
         facts["mr"] = {**f, "contrast": "random" if use_random else "t2"}
     return images, facts
 

@@ -38,6 +38,26 @@ def jittered_prior(base: Mapping[int, tuple[float, float]], rng: np.random.Gener
     return out
 
 
+class Painter:
+    """Paints one label map many times (one per role or contrast): the label lookup and a smooth unit-noise
+    texture are computed once. Sharing the texture across roles is deliberate: it stands for tissue structure,
+    which every sequence of one patient sees."""
+
+    def __init__(self, labels: np.ndarray, rng: np.random.Generator, texture_voxels: float = 0.6) -> None:
+        self.values, inverse = np.unique(labels, return_inverse=True)
+        self.inverse = inverse.reshape(labels.shape)
+        noise = rng.standard_normal(labels.shape).astype(np.float32)
+        if texture_voxels > 0:
+            noise = ndimage.gaussian_filter(noise, texture_voxels, truncate=3.0)
+            noise /= max(float(noise.std()), 1e-6)
+        self.noise = noise
+
+    def __call__(self, prior: Prior, default: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
+        means = np.array([prior.get(int(v), default)[0] for v in self.values], np.float32)
+        sds = np.array([prior.get(int(v), default)[1] for v in self.values], np.float32)
+        return means[self.inverse] + sds[self.inverse] * self.noise
+
+
 def paint(labels: np.ndarray, prior: Prior, rng: np.random.Generator, default: tuple[float, float] = (0.0, 0.0),
           texture_voxels: float = 0.6) -> np.ndarray:
     """Each voxel: its label's mean plus sd times unit noise (smoothed a little, so the texture is not white)."""
@@ -107,11 +127,10 @@ def rician(img: np.ndarray, rng: np.random.Generator, sd: float) -> np.ndarray:
     return np.sqrt(re * re + im * im).astype(np.float32)
 
 
-def mr_chain(labels: np.ndarray, prior: Prior, spacing, rng: np.random.Generator, *, bias: float = 0.25,
+def mr_chain(img: np.ndarray, spacing, rng: np.random.Generator, *, bias: float = 0.25,
              gamma_sd: float = 0.5, noise: tuple[float, float] = (0.005, 0.03), scale: float = 1000.0,
              background_mask: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
-    """Paint -> low resolution -> bias -> gamma -> Rician noise, scaled to ``scale``; returns (image, facts)."""
-    img = paint(labels, prior, rng)
+    """A painted image -> low resolution -> bias -> gamma -> Rician noise, scaled to ``scale``; (image, facts)."""
     img = np.maximum(img, 0.0)
     img, facts = low_resolution(img, spacing, rng)
     img *= bias_field(img.shape, rng, float(rng.uniform(0.0, bias)))
@@ -123,22 +142,24 @@ def mr_chain(labels: np.ndarray, prior: Prior, spacing, rng: np.random.Generator
     return (img * np.float32(scale)).astype(np.float32), {**facts, "noise_sd": round(sd, 4)}
 
 
-def ct_chain(labels: np.ndarray, prior: Prior, spacing, rng: np.random.Generator, noise_hu=(5.0, 25.0),
+def ct_chain(img: np.ndarray, spacing, rng: np.random.Generator, noise_hu=(5.0, 25.0),
              ) -> tuple[np.ndarray, dict]:
-    """Hounsfield units: paint per tissue, slice thickness, quantum noise; int16, clipped to [-1024, 3071]."""
-    img = paint(labels, prior, rng, default=(-1000.0, 5.0))
+    """A painted image in Hounsfield units -> slice thickness, quantum noise; int16, clipped to [-1024, 3071]."""
     img, facts = low_resolution(img, spacing, rng, max_mm=5.0)
     sd = float(rng.uniform(*noise_hu))
     img = gaussian_noise(img, rng, sd)
     return np.clip(np.round(img), -1024, 3071).astype(np.int16), {**facts, "noise_hu": round(sd, 2)}
 
 
-def pet_chain(labels: np.ndarray, suv: Mapping[int, float], spacing, rng: np.random.Generator,
-              ) -> tuple[np.ndarray, dict]:
-    """FDG PET in SUV: uptake per tissue class (+-10 % texture), a point-spread blur of U(4, 8) mm FWHM and
-    Poisson counting noise at a random count level; returns (SUV image, facts)."""
-    prior = {v: (float(s), 0.1 * float(s)) for v, s in suv.items()}
-    img = np.maximum(paint(labels, prior, rng, texture_voxels=1.0), 0.0)
+def pet_prior(suv: Mapping[int, float]) -> Prior:
+    """FDG uptake per tissue class in SUV, with a +-10 % texture."""
+    return {v: (float(s), 0.1 * float(s)) for v, s in suv.items()}
+
+
+def pet_chain(img: np.ndarray, spacing, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
+    """A painted SUV image -> a point-spread blur of U(4, 8) mm FWHM and Poisson counting noise at a random
+    count level; returns (SUV image, facts)."""
+    img = np.maximum(img, 0.0)
     fwhm = float(rng.uniform(4.0, 8.0))
     img = np.maximum(blur_mm(img, [fwhm] * 3, spacing), 0.0)
     counts_per_suv = float(rng.uniform(8.0, 40.0))  # fewer counts, more noise

@@ -103,9 +103,10 @@ class SpatialTransform:
         s = torch.from_numpy(self.shift.astype(np.float32))
         return c + (p - c - s) @ lin.T + self.displacement(p)
 
-    def sample(self, labels: np.ndarray, source: Grid, grid: Grid, pre: tuple[np.ndarray, np.ndarray] | None = None,
-               ) -> np.ndarray:
-        """``labels`` (on ``source``) seen through the transform on ``grid``, nearest neighbour.
+    def sample(self, values: np.ndarray, source: Grid, grid: Grid, pre: tuple[np.ndarray, np.ndarray] | None = None,
+               *, linear: bool = False) -> np.ndarray:
+        """``values`` (on ``source``) seen through the transform on ``grid``: nearest neighbour (labels, 0 outside)
+        or ``linear`` (intensities, edge values outside).
 
         Args:
             pre: (M, b) applied to ``grid``'s physical points first (a moving role's ``T^-1``), or None.
@@ -114,7 +115,9 @@ class SpatialTransform:
         if pre is not None:
             pts = pts @ pre[0].T.astype(np.float32) + pre[1].astype(np.float32)
         src = self.to_source(pts)
-        return sample_nearest(labels, source, src).reshape(grid.shape)
+        if linear:
+            return sample_linear(values, source, src).reshape(grid.shape)
+        return sample_nearest(values, source, src).reshape(grid.shape)
 
 
 def _identity_grid(shape: tuple[int, int, int]) -> torch.Tensor:
@@ -131,12 +134,24 @@ def grid_points(grid: Grid) -> np.ndarray:
     return idx @ grid.matrix.T.astype(np.float32) + np.asarray(grid.origin, np.float32)
 
 
-def sample_nearest(labels: np.ndarray, source: Grid, points: torch.Tensor) -> np.ndarray:
-    """Nearest-neighbour values of ``labels`` at physical ``points`` (N, 3); 0 outside."""
+def _normalised(source: Grid, shape, points: torch.Tensor) -> torch.Tensor:
     inv = np.linalg.inv(source.matrix).astype(np.float32)
     idx = (points - torch.from_numpy(np.asarray(source.origin, np.float32))) @ torch.from_numpy(inv).T
-    size = torch.tensor(labels.shape[::-1], dtype=torch.float32)
-    g = (2 * idx / (size - 1) - 1).view(1, 1, 1, -1, 3)
+    size = torch.tensor(shape[::-1], dtype=torch.float32)
+    return (2 * idx / (size - 1) - 1).view(1, 1, 1, -1, 3)
+
+
+def sample_nearest(labels: np.ndarray, source: Grid, points: torch.Tensor) -> np.ndarray:
+    """Nearest-neighbour values of ``labels`` at physical ``points`` (N, 3); 0 outside."""
     vol = torch.from_numpy(np.ascontiguousarray(labels, dtype=np.float32))[None, None]
-    out = F.grid_sample(vol, g, mode="nearest", padding_mode="zeros", align_corners=True)
+    out = F.grid_sample(vol, _normalised(source, labels.shape, points), mode="nearest", padding_mode="zeros",
+                        align_corners=True)
     return out.view(-1).round().to(torch.int64).numpy().astype(labels.dtype)
+
+
+def sample_linear(image: np.ndarray, source: Grid, points: torch.Tensor) -> np.ndarray:
+    """Trilinear values of a float ``image`` at physical ``points`` (N, 3); edge values outside."""
+    vol = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None]
+    out = F.grid_sample(vol, _normalised(source, image.shape, points), mode="bilinear", padding_mode="border",
+                        align_corners=True)
+    return out.view(-1).numpy()

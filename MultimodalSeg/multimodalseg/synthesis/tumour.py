@@ -68,7 +68,7 @@ def add_tumour(painted: np.ndarray, grid: Grid, rng: np.random.Generator) -> tup
     oedema = blob(r_wt, 1.0, 6.0)
     core = blob(r_core, 0.8, 4.0) & oedema | blob(r_core * 0.6, 0.2, 3.0)
     core = ndimage.binary_opening(core) if core.sum() > 50 else core
-    necrosis = blob(r_core * float(rng.uniform(0.45, 0.75)), 0.6, 3.0) & ndimage.binary_erosion(core, iterations=1)
+    necrosis = blob(r_core * float(rng.uniform(0.55, 0.85)), 0.6, 3.0) & ndimage.binary_erosion(core, iterations=1)
     tissue = ~np.isin(warped, NO_OEDEMA) & np.isin(warped, CEREBRUM + (7, 46, 16))
     # oedema follows white matter; it enters grey matter only near the core
     gm_ok = r < r_core * 1.6
