@@ -191,8 +191,8 @@ r = job(["segment", "--task", "spine"])
 print("FAILED", r.status, r.exitCode, worker._worker._pid == pid)
 
 started = []
-worker.start(py + ["phantom", "--task", "brain-tumor", "--clinical", "--n", "4", "--out", os.path.join(os.getcwd(), "p")],
-             onFinished=results.append, onLog=started.append)
+phantom = ["phantom", "--task", "brain-tumor", "--clinical", "--n", "4", "--out", os.path.join(os.getcwd(), "p")]
+worker.start(py + phantom, onFinished=results.append, onLog=started.append)
 results.clear()
 host.process_events(1500)
 t0 = time.monotonic()
