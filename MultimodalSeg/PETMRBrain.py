@@ -2,6 +2,7 @@
 
 import slicer
 from MultimodalSegLib import ModuleText
+from MultimodalSegLib.Logic import TaskLogicMixin
 from MultimodalSegLib.Samples import registerSampleData
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
@@ -36,13 +37,27 @@ class PETMRBrainWidget(ScriptedLoadableModuleWidget):
 
         self.panel = TaskPanel(TASK_ID, self.layout, PETMRBrainLogic())
 
+    def enter(self):
+        if self.panel is not None:
+            self.panel.enter()
+
+    def exit(self):
+        if self.panel is not None:
+            self.panel.exit()
+
     def cleanup(self):
         if self.panel is not None:
             self.panel.cleanup()
 
 
-class PETMRBrainLogic(ScriptedLoadableModuleLogic):
-    """Owns the parameter node; segmentation runs in the backend process (MultimodalSegLib.Runner)."""
+class PETMRBrainLogic(TaskLogicMixin, ScriptedLoadableModuleLogic):
+    """Export -> backend -> import; from the console: ``PETMRBrainLogic().segment(inputs)`` (MultimodalSegLib.Logic)."""
+
+    taskId = TASK_ID
+
+    def __init__(self):
+        ScriptedLoadableModuleLogic.__init__(self)
+        TaskLogicMixin.__init__(self)
 
 
 class PETMRBrainTest(ScriptedLoadableModuleTest):
@@ -56,4 +71,4 @@ class PETMRBrainTest(ScriptedLoadableModuleTest):
     def test_phantom_segmentation(self):
         from MultimodalSegLib.SelfTest import runTaskSelfTest
 
-        runTaskSelfTest(self, "PETMRBrain", TASK_ID, minimumDice=0.80, metric="mean")
+        runTaskSelfTest(self, PETMRBrainLogic(), minimumDice=0.80, metric="mean")

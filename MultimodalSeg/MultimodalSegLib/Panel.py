@@ -2,16 +2,16 @@
 
 Slicer side (imports ``slicer``, ``qt``). The shared layout is ``Resources/UI/MultimodalSeg.ui``; the input
 selectors (one per role of the task) and the registration tabs (one per non-reference input) are added here from
-``multimodalseg.tasks``. Decisions live in plain-Python helpers: ``Settings`` (what is stored, auto-assignment),
-``Command`` (the backend command), ``Runner`` (the run's state), ``Results`` (what a result becomes).
+``multimodalseg.tasks``. The work (export -> backend -> import) is the module logic's (``Logic.TaskLogicMixin``),
+which scripts call the same way; decisions live in plain-Python helpers: ``Settings`` (what is stored,
+auto-assignment), ``Command`` (the backend command), ``Suv`` (the PET SUV fields), ``Results`` (what a result
+becomes).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import qt
@@ -21,8 +21,9 @@ from multimodalseg.errors import UserError
 from multimodalseg.tasks import get_task
 from slicer.util import VTKObservationMixin
 
-from MultimodalSegLib import Command, Install, Models, Results, Scene
+from MultimodalSegLib import Command, Models
 from MultimodalSegLib.LandmarkPanel import LandmarkPanel
+from MultimodalSegLib.Logic import RESOURCES_DIR, SegmentResult, backendEnvironment, backendPython, suvValuesFromVolume
 from MultimodalSegLib.Runner import CANCELED, SUCCEEDED, BackendRunner, RunResult
 from MultimodalSegLib.Settings import (
     DEVICE_ITEMS,
@@ -36,19 +37,8 @@ from MultimodalSegLib.Settings import (
     roleToolTip,
 )
 from MultimodalSegLib.SlicerProcess import QtBackendProcess
-from MultimodalSegLib.TrainingWriter import saveTrainingCase
-
-MODULE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # beside the multimodalseg package
-RESOURCES_DIR = os.path.join(MODULE_DIR, "Resources")
-
-
-def backendPython() -> list[str]:
-    return Command.findPythonSlicer(slicer.app.slicerHome)
-
-
-def backendEnvironment() -> dict[str, str]:
-    # PythonSlicer sets Slicer's paths itself: start from the environment Slicer was started with.
-    return Command.backendEnvironment(slicer.util.startupEnvironment(), MODULE_DIR)
+from MultimodalSegLib.Suv import TAGS as SUV_TAGS
+from MultimodalSegLib.Suv import SuvValues
 
 
 class TaskPanel(VTKObservationMixin):
@@ -57,7 +47,7 @@ class TaskPanel(VTKObservationMixin):
     Args:
         taskId: a task id of ``multimodalseg.tasks``.
         parentLayout: the module widget's layout.
-        logic: the module's ``ScriptedLoadableModuleLogic`` (owner of the parameter node).
+        logic: the module's logic (``Logic.TaskLogicMixin``: owner of the parameter node, does the work).
     """
 
     def __init__(self, taskId: str, parentLayout, logic) -> None:
@@ -68,8 +58,7 @@ class TaskPanel(VTKObservationMixin):
         self.inputSelectors: dict[str, object] = {}
         self.landmarkPanels: dict[str, LandmarkPanel] = {}
         self._updatingGui = False
-        self._dependenciesChecked = False
-        self._pending: dict[str, object] = {}
+        self.active = False  # the module is shown (enter/exit): only then a new scene gets a parameter node
         self._clearedRoles: set[str] = set()  # inputs the user emptied: auto-assignment leaves them empty
 
         uiWidget = slicer.util.loadUI(os.path.join(RESOURCES_DIR, "UI", "MultimodalSeg.ui"))
@@ -82,9 +71,8 @@ class TaskPanel(VTKObservationMixin):
         self.buildInputSelectors()
         self.buildRegistrationTabs()
         self.buildOptions()
+        self.buildSuvFields()
 
-        self.runner = BackendRunner(QtBackendProcess, onProgress=self.onProgress, onLog=self.log,
-                                    onFinished=self.onRunFinished)
         self.modelRunner = BackendRunner(QtBackendProcess, onLog=self.log, onFinished=self.onModelImported)
 
         self.ui.applyButton.connect("clicked(bool)", self.onApply)
@@ -104,6 +92,14 @@ class TaskPanel(VTKObservationMixin):
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.NodeAddedEvent, self.onNodeAdded)
         self.initializeParameterNode()
+
+    def enter(self) -> None:
+        self.active = True
+        if self.parameterNode is None:
+            self.initializeParameterNode()
+
+    def exit(self) -> None:
+        self.active = False
 
     # -- building the panel from the task --------------------------------------------------------------------
 
@@ -144,6 +140,54 @@ class TaskPanel(VTKObservationMixin):
         for value, text in modalities:
             self.ui.modalityComboBox.addItem(text, value)
         self.refreshModels()
+
+    def hasPet(self) -> bool:
+        return "pet" in self.task.roles
+
+    def buildSuvFields(self) -> None:
+        self.ui.suvCollapsibleButton.visible = self.hasPet()
+        if not self.hasPet():
+            return
+        self.ui.suvFromDicomButton.connect("clicked(bool)", self.onSuvFromDicom)
+        self.ui.suvAlreadyCheckBox.connect("toggled(bool)", self.updateSuvEnabled)
+        self.inputSelectors["pet"].connect("currentNodeChanged(vtkMRMLNode*)", self.onPetChanged)
+        self.ui.suvSourceLabel.text = "Enter the values, or select a PET loaded from DICOM."
+
+    def updateSuvEnabled(self, *_args) -> None:
+        enabled = not self.ui.suvAlreadyCheckBox.checked
+        for widget in (self.ui.suvWeightSpinBox, self.ui.suvDoseSpinBox, self.ui.suvInjectionTimeLineEdit,
+                       self.ui.suvScanTimeLineEdit):
+            widget.enabled = enabled
+
+    def onPetChanged(self, node) -> None:
+        if node is not None and suvValuesFromVolume(node) is not None:
+            self.onSuvFromDicom()
+
+    def onSuvFromDicom(self, *_args) -> None:
+        values = suvValuesFromVolume(self.volumeForRole("pet"))
+        if values is None:
+            self.ui.suvSourceLabel.text = "The selected PET did not come from the DICOM database: enter the values."
+            return
+        self.ui.suvWeightSpinBox.value = values.weightKg or 0.0
+        self.ui.suvDoseSpinBox.value = values.doseMBq or 0.0
+        self.ui.suvInjectionTimeLineEdit.text = values.injectionTime
+        self.ui.suvScanTimeLineEdit.text = values.scanTime
+        self.ui.suvAlreadyCheckBox.checked = values.alreadySuv
+        absent = [SUV_TAGS[key] for key, value in (("weight", values.weightKg), ("dose", values.doseMBq),
+                                                     ("injection", values.injectionTime), ("scan", values.scanTime))
+                  if not value]
+        self.ui.suvSourceLabel.text = ("From the PET's DICOM tags." if not absent or values.alreadySuv
+                                       else "From DICOM; missing " + ", ".join(absent) + ": enter them.")
+
+    def suvValues(self) -> SuvValues | None:
+        """The SUV fields (None for tasks without PET). Zero means "not entered"."""
+        if not self.hasPet():
+            return None
+        return SuvValues(weightKg=float(self.ui.suvWeightSpinBox.value) or None,
+                         doseMBq=float(self.ui.suvDoseSpinBox.value) or None,
+                         injectionTime=str(self.ui.suvInjectionTimeLineEdit.text).strip(),
+                         scanTime=str(self.ui.suvScanTimeLineEdit.text).strip(),
+                         alreadySuv=bool(self.ui.suvAlreadyCheckBox.checked), source="panel")
 
     def refreshModels(self) -> None:
         combo = self.ui.modelComboBox
@@ -248,12 +292,13 @@ class TaskPanel(VTKObservationMixin):
         qt.QTimer.singleShot(0, self.autoAssignInputs)
 
     def onSceneStartClose(self, _caller, _event) -> None:
-        if self.runner.running:
-            self.runner.cancel()
+        self.logic.cancel()
         self.setParameterNode(None)
 
     def onSceneEndClose(self, _caller, _event) -> None:
-        self.initializeParameterNode()
+        # Only the module on screen makes a parameter node for the new scene; the others make theirs on enter().
+        if self.active:
+            self.initializeParameterNode()
 
     # -- status, log, progress -----------------------------------------------------------------------------------
 
@@ -285,49 +330,29 @@ class TaskPanel(VTKObservationMixin):
         return {role: selector.currentNode() for role, selector in self.inputSelectors.items()}
 
     def onApply(self) -> None:
-        if self.runner.running:
-            self.runner.cancel()
+        if self.logic.running:
+            self.logic.cancel()
             return
-        workDir = None
         try:
-            inputs = self.selectedInputs()
-            Command.checkInputs(self.task, {r: n.GetID() for r, n in inputs.items() if n is not None})
-            if not self._dependenciesChecked:
-                if not Install.ensureDependencies(os.path.join(RESOURCES_DIR, "requirements.txt")):
-                    self.setStatus("The required Python packages are not installed yet.", error=True)
-                    return
-                self._dependenciesChecked = True
             settings = self.currentSettings()
-            workDir = tempfile.mkdtemp(prefix="MultimodalSeg-", dir=slicer.app.temporaryPath)
             self.setStatus("Exporting the inputs...")
-            with slicer.util.WaitCursor():
-                files = Scene.exportInputs(inputs, workDir)
-            command = Command.buildSegmentCommand(
-                backendPython(), self.task, files, os.path.join(workDir, "labels.nrrd"),
+            self.logic.segment(
+                self.selectedInputs(), model=settings.model or None,
                 device=Command.deviceArgument(settings.device, settings.gpuIndex), tta=settings.tta,
-                quick=settings.quick, model=settings.model or None, report=os.path.join(workDir, "report.json"),
-                modality=settings.modality or None)
-            self._pending = {"inputs": inputs, "labels": os.path.join(workDir, "labels.nrrd"),
-                             "report": os.path.join(workDir, "report.json")}
-            self.log("Running: " + " ".join(command))
-            self.runner.start(command, environment=backendEnvironment(), workDir=workDir)
+                quick=settings.quick, modality=settings.modality or None, suv=self.suvValues(),
+                onProgress=self.onProgress, onLog=self.log, onFinished=self.onSegmentFinished, wait=False)
         except UserError as exc:
-            if workDir is not None:
-                shutil.rmtree(workDir, ignore_errors=True)
             self.setStatus(str(exc), error=True)
             return
-        except Exception as exc:
-            if workDir is not None:
-                shutil.rmtree(workDir, ignore_errors=True)
+        except Exception as exc:  # a slot: PythonQt would print and swallow it
             logging.exception("MultimodalSeg: starting the backend failed")
             self.setStatus(f"Could not start: {exc}", error=True)
             return
         self.setRunning(True)
         self.setStatus(f"Segmenting ({self.task.title})...")
 
-    def onRunFinished(self, result: RunResult) -> None:
+    def onSegmentFinished(self, result: SegmentResult) -> None:
         self.setRunning(False)
-        pending, self._pending = self._pending, {}
         if result.status == CANCELED:
             self.ui.progressBar.value = 0
             self.setStatus("Canceled; no result was created.")
@@ -335,32 +360,10 @@ class TaskPanel(VTKObservationMixin):
         if result.status != SUCCEEDED:
             self.setStatus(f"Segmentation failed: {result.message}", error=True)
             return
-        try:
-            with slicer.util.WaitCursor():
-                self.importResult(pending, result)
-        except Exception as exc:
-            logging.exception("MultimodalSeg: importing the result failed")
-            self.setStatus(f"The result could not be loaded: {exc}", error=True)
-
-    def importResult(self, pending: dict, result: RunResult) -> None:
-        reference = pending["inputs"][self.task.reference_role]
-        report = Results.readReport(pending["report"])
-        name = Results.segmentationNodeName(self.task, reference.GetName())
-        segmentation = Scene.importSegmentation(pending["labels"], Results.segmentSpecs(self.task), reference, name)
-        Scene.placeWithInput(segmentation, reference)
-        segmentation.SetAttribute("MultimodalSeg.model", str((report.get("model") or {}).get("id", "")))
-        segmentation.SetAttribute("MultimodalSeg.modelVersion", str((report.get("model") or {}).get("version", "")))
-        for table in Results.tablesFromReport(report or (result.finished or {})):
-            Scene.placeWithInput(Scene.addTable(table, f"{name} {table.title}"), reference)
-        for extra in Results.extraVolumes(report, result.finished, pending["labels"]):
-            Scene.placeWithInput(Scene.loadExtraVolume(extra, f"{name} {extra.title}"), reference)
-        Scene.showResult(segmentation, reference)
-        self.ui.outputSegmentationSelector.setCurrentNode(segmentation)
-        seconds = (result.finished or {}).get("timings", {}).get("total")
+        self.ui.outputSegmentationSelector.setCurrentNode(result.segmentation)
         for warning in result.warnings:
             self.log(f"Warning: {warning}")
-        self.setStatus(f"Done: {name}" + (f" ({float(seconds):.0f} s)." if seconds is not None else ".")
-                       + (f" Warning: {result.warnings[-1]}" if result.warnings else ""))
+        self.setStatus(result.message + (f" Warning: {result.warnings[-1]}" if result.warnings else ""))
 
     # -- models ---------------------------------------------------------------------------------------------------
 
@@ -405,21 +408,9 @@ class TaskPanel(VTKObservationMixin):
         try:
             if segmentation is None:
                 raise UserError("select the (edited) segmentation to save")
-            if not settings.trainingFolder:
-                raise UserError("choose the training folder")
-            Command.checkInputs(self.task, {r: n.GetID() for r, n in inputs.items() if n is not None})
-            with tempfile.TemporaryDirectory(prefix="MultimodalSeg-", dir=slicer.app.temporaryPath) as tmp, \
-                    slicer.util.WaitCursor():
-                files = Scene.exportInputs(inputs, tmp)
-                labels = os.path.join(tmp, "labels.nrrd")
-                unknown = Scene.exportLabelsForTraining(self.task, segmentation,
-                                                        inputs[self.task.reference_role], labels)
-                saved = saveTrainingCase(
-                    self.task, settings.trainingFolder, files, labels,
-                    source=Scene.sourceDescription(inputs),
-                    model={"id": segmentation.GetAttribute("MultimodalSeg.model") or None,
-                           "version": segmentation.GetAttribute("MultimodalSeg.modelVersion") or None},
-                    modality=settings.modality or None)
+            with slicer.util.WaitCursor():
+                saved, unknown = self.logic.saveForTraining(segmentation, inputs, settings.trainingFolder,
+                                                            modality=settings.modality or None)
         except UserError as exc:
             self.setStatus(str(exc), error=True)
             return
@@ -431,8 +422,7 @@ class TaskPanel(VTKObservationMixin):
         self.setStatus(f"Saved training case {saved.caseId} in {saved.root}.")
 
     def cleanup(self) -> None:
-        if self.runner.running:
-            self.runner.cancel()
+        self.logic.cancel()
         for panel in self.landmarkPanels.values():
             panel.cleanup()
         self.removeObservers()

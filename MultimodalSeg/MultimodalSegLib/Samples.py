@@ -30,7 +30,7 @@ def phantomFolder(taskId: str) -> str:
 
 
 def _env() -> dict[str, str]:
-    from MultimodalSegLib.Panel import backendEnvironment
+    from MultimodalSegLib.Logic import backendEnvironment
 
     return backendEnvironment()
 

