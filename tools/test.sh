@@ -15,7 +15,7 @@ fi
 host=../shared/tools/pythonqt/bin/pythonqt-host
 if [ -z "${PYTHONQT_HOST:-}" ] && [ -x "$host" ]; then
   if [ "$(id -u)" -eq 0 ] && [ -x ../shared/tools/pythonqt/runtime-deps.sh ]; then
-    ../shared/tools/pythonqt/runtime-deps.sh >/dev/null 2>&1 \
+    timeout 600 ../shared/tools/pythonqt/runtime-deps.sh >/dev/null 2>&1 \
       || echo "tools/test.sh: Qt runtime for the PythonQt host not installed; its tests will skip" >&2
   fi
   PYTHONQT_HOST=$(cd "$(dirname "$host")" && pwd)/pythonqt-host

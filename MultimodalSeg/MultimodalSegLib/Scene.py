@@ -20,6 +20,12 @@ from multimodalseg.tasks import TaskSpec
 from MultimodalSegLib.Results import ExtraVolume, SegmentSpec, TableData, segmentValues
 
 
+def freshProperties() -> dict:
+    """A new properties dict for ``slicer.util.exportNode``, whose default (``properties={}``) is one dict shared by
+    every call: whatever a call puts in it would leak into the next export."""
+    return {}
+
+
 def exportInputs(inputs: Mapping[str, object], folder: str | os.PathLike) -> dict[str, str]:
     """Write each input volume to ``<folder>/<role>.nrrd`` in world coordinates (parent transforms hardened into
     the written geometry, the scene left unchanged): the backend sees the registration the user set up.
@@ -32,7 +38,7 @@ def exportInputs(inputs: Mapping[str, object], folder: str | os.PathLike) -> dic
         if volumeNode is None:
             continue
         path = os.path.join(os.fspath(folder), f"{role}.nrrd")
-        if not slicer.util.exportNode(volumeNode, path, world=True):
+        if not slicer.util.exportNode(volumeNode, path, freshProperties(), world=True):
             raise UserError(f"cannot export volume '{volumeNode.GetName()}'", path)
         files[role] = path
     return files
@@ -178,7 +184,7 @@ def exportLabelsForTraining(task: TaskSpec, segmentationNode, referenceVolumeNod
         transform = referenceVolumeNode.GetParentTransformNode()
         if transform is not None:
             labelNode.SetAndObserveTransformNodeID(transform.GetID())
-        if not slicer.util.exportNode(labelNode, path, world=True):
+        if not slicer.util.exportNode(labelNode, path, freshProperties(), world=True):
             raise UserError("cannot export the label map", path)
     finally:
         slicer.mrmlScene.RemoveNode(labelNode)

@@ -63,7 +63,7 @@ def runTaskSelfTest(test, logic, minimumDice: float, metric: str = "mean", timeo
     with tempfile.TemporaryDirectory() as folder:
         predicted, reference = os.path.join(folder, "pred.nrrd"), os.path.join(folder, "ref.nrrd")
         Scene.exportLabelsForTraining(task, segmentation, nodes[task.reference_role], predicted)
-        test.assertTrue(slicer.util.exportNode(nodes["label"], reference, world=True))
+        test.assertTrue(slicer.util.exportNode(nodes["label"], reference, Scene.freshProperties(), world=True))
         metrics = evaluate_files(predicted, reference, task=task)
     dice = metrics[metric]["dice"] if metric in ("mean", "regions_mean") else metrics["labels"][metric]["dice"]
     test.delayDisplay(f"{task.title}: Dice ({metric}) {dice:.3f}")

@@ -197,3 +197,19 @@ def test_extra_volumes_live_in_memory_after_the_run_folder_goes(scene_module, tm
     node = Scene.loadExtraVolume(ExtraVolume("fused", tmp_path / "labels_fused.nii.gz", False, "Fused"), "r Fused")
     assert node.GetStorageNode() is None and node.modified >= 1
     assert [n.kind for n in scene.nodes.values()] == ["vtkMRMLScalarVolumeNode"]  # its storage node is gone
+
+
+def test_every_export_gets_its_own_properties(scene_module, tmp_path):
+    Scene, scene = scene_module
+    given = []
+
+    def exportNode(node, filename, properties=None, world=False):
+        assert properties is not None, "the shared default of slicer.util.exportNode would be used"
+        assert not properties, f"properties left over from an earlier export: {properties}"
+        properties["fileType"] = "x"  # what a Slicer-side call may leave in it
+        given.append(id(properties))
+        return True
+
+    sys.modules["slicer"].util.exportNode = exportNode
+    files = Scene.exportInputs({"t1": Node("v", "t1"), "pet": Node("v", "pet")}, tmp_path)
+    assert sorted(files) == ["pet", "t1"] and len(given) == 2
