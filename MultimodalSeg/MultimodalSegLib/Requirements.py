@@ -16,7 +16,7 @@ from typing import Any
 from packaging.requirements import InvalidRequirement, Requirement
 
 # Never installed by this extension: Slicer's own SimpleITK and VTK (a pip copy would shadow Slicer's builds),
-# and torch, which the PyTorch extension installs with the right CUDA variant.
+# and torch, which Install.py installs with light-the-torch (the right CUDA variant for the computer).
 SKIP_PACKAGES = ("SimpleITK", "vtk", "torch")
 
 
