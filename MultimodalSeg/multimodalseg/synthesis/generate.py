@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
+from scipy import ndimage
 
 from multimodalseg.errors import UserError
 from multimodalseg.phantoms.geometry import Grid, identity_rigid, random_rigid, rigid_affine
@@ -209,7 +210,7 @@ def _paint(task_id, modality, sampled, grids, rng, render) -> tuple[dict[str, np
         for role in ("flair", "t1", "t1ce", "t2"):
             r = streams[role]
             prior = ix.jittered_prior(table[role], r, rel=0.12, groups=groups)
-            outside = ~np.isin(sampled[role], list(keep))
+            outside = ~_stripped_brain(sampled[role], keep)
             images[role], facts[role] = ix.mr_chain(render(role, prior, r), grids[role].spacing, r,
                                                     background_mask=outside)
     elif task_id == "whole-heart":
@@ -234,6 +235,15 @@ def _paint(task_id, modality, sampled, grids, rng, render) -> tuple[dict[str, np
         images["mr"], f = ix.mr_chain(render("mr", prior, r), grids["mr"].spacing, r)
         facts["mr"] = {**f, "contrast": "random" if use_random else "t2"}
     return images, facts
+
+
+def _stripped_brain(painted: np.ndarray, keep: set[int]) -> np.ndarray:
+    """What a skull-stripping tool keeps (BraTS): the brain and the CSF in its sulci and cisterns, i.e. the
+    extra-cerebral CSF inside the closed brain outline; not the outer CSF rim beyond it nor the skull."""
+    brain = np.isin(painted, list(keep))
+    outline = ndimage.binary_fill_holes(ndimage.binary_closing(brain, ndimage.generate_binary_structure(3, 1),
+                                                               iterations=3))
+    return brain | (outline & (painted == lt.OUTER_CSF))
 
 
 def _output(task_id: str, painted: np.ndarray) -> np.ndarray:

@@ -121,8 +121,7 @@ def brain_pairs() -> tuple[tuple[int, int], ...]:
 
     task = get_task("petmr-brain")
     helper = getattr(task, "lateral_pairs", None)
-    found = tuple(helper() if callable(helper) else helper) if helper is not None else lateral_pairs_from_names(
-        task.labels)
+    found = helper().values if callable(helper) else lateral_pairs_from_names(task.labels)
     return tuple(sorted(set(found) | set(BRAIN_PAIRS)))
 
 
