@@ -17,7 +17,7 @@ from multimodalseg import catalog, io
 from multimodalseg import preprocessing as prep
 from multimodalseg.bundles import Bundle, load_bundle
 from multimodalseg.errors import UserError
-from multimodalseg.inference import extras, postprocess
+from multimodalseg.inference import extras, postprocess, quality
 from multimodalseg.inference.devices import choose_precision, precision_name, resolve_device
 from multimodalseg.inference.engine import (
     NetworkInput,
@@ -242,6 +242,7 @@ class Predictor:
 
         stages.start("load")
         images = prep.load_inputs(task, inputs)
+        checks = quality.QualityChecks(task, images, modality or self.modality, stages.emit)  # warnings, never labels
         # The task's report extras check their inputs now (e.g. SUV tags), before the network pass.
         report_extra = extras.prepare(task, inputs, images, {**self.report_options, "progress": stages.update,
                                                              "transforms": dict(transforms or {})})
@@ -267,6 +268,7 @@ class Predictor:
             <= 255 else np.uint16
         labels = io.copy_geometry(values.astype(out_dtype), reference)
         label_ml, region_ml = postprocess.volumes_ml(indices, task, float(np.prod(reference.GetSpacing())) / 1000.0)
+        checks.after(labels, label_ml, region_ml)
         images_out: dict[str, sitk.Image] = dict(net.images)
         extra_report: dict[str, Any] = dict(net.report)
         tables = {}
@@ -307,6 +309,7 @@ class Predictor:
             "timings": timings,
             "volumes_ml": label_ml,
             "regions_ml": region_ml,
+            "quality": checks.report(),
             "outputs": outputs,
             **extra_report,
         }

@@ -1,0 +1,109 @@
+"""Plausibility checks (multimodalseg.inference.quality): warnings for what a model cannot have seen, none for a
+phantom of the task's own anatomy; the shipped whole-heart model through the Predictor."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from multimodalseg.inference.quality import RANGES, QualityChecks
+from multimodalseg.phantoms.case import make_case
+from multimodalseg.tasks import get_task
+
+
+def head_ct(spacing: float = 3.0) -> sitk.Image:
+    """An adult head in HU: 150 x 190 x 200 mm ellipsoid of brain (35 HU) in a 6 mm skull (1200 HU), in air."""
+    n = (96, 96, 84)  # x, y, z voxels: 288 x 288 x 252 mm
+    z, y, x = np.meshgrid(*[(np.arange(k) - k / 2 + 0.5) * spacing for k in n[::-1]], indexing="ij")
+    r = np.sqrt((x / 75) ** 2 + (y / 95) ** 2 + (z / 100) ** 2)
+    hu = np.full(r.shape, -1000.0, np.float32)
+    hu[r <= 1.0] = 1200.0
+    hu[r <= 1.0 - 6 / 75] = 35.0
+    image = sitk.GetImageFromArray(hu + np.random.default_rng(0).normal(0, 5, hu.shape).astype(np.float32))
+    image.SetSpacing((spacing,) * 3)
+    return image
+
+
+def test_head_ct_to_whole_heart_warns_on_the_input():
+    checks = QualityChecks(get_task("whole-heart"), {"image": head_ct()}, modality="ct")
+    report = checks.report()
+    assert not report["ok"]
+    (finding,) = [f for f in report["findings"] if f["check"] == "body_extent"]
+    assert 140 <= finding["extent_mm"] <= 160  # the head's 150 mm breadth, at 3 mm voxels
+    assert "too narrow for whole-heart" in finding["message"]
+
+
+def test_heart_phantom_ct_passes_the_input_checks():
+    case = make_case("whole-heart", 3, modality="ct")
+    checks = QualityChecks(get_task("whole-heart"), case.images, modality="ct")
+    assert checks.report()["ok"], checks.report()["warnings"]
+    assert any("body left-right" in c for c in checks.report()["checked"])
+
+
+def test_mr_given_as_ct_and_zero_stand_in_warn():
+    mr = make_case("brain-tumor", 1).images["t1ce"]  # MR intensities, background 0: no fat or air below -50
+    task = get_task("whole-heart")
+    msgs = QualityChecks(task, {"image": mr}, modality="ct").report()["warnings"]
+    assert any("does not look like CT in HU" in m for m in msgs)
+    zeros = sitk.Image(mr.GetSize(), sitk.sitkFloat32)
+    zeros.CopyInformation(mr)
+    msgs = QualityChecks(task, {"image": zeros}, modality="ct").report()["warnings"]
+    assert msgs == ["input 'image' is constant (0): no image content"]
+
+
+def test_ct_torso_given_to_a_brain_task_warns():
+    torso = make_case("whole-heart", 3, modality="ct").images["image"]
+    task = get_task("brain-tumor")
+    msgs = QualityChecks(task, {"t1ce": torso}).report()["warnings"]
+    assert any("HU-like negative values" in m for m in msgs)
+
+
+def test_output_volumes_against_the_table():
+    case = make_case("whole-heart", 3, modality="ct")
+    emitted: list[dict] = []
+    checks = QualityChecks(get_task("whole-heart"), case.images, modality="ct", emit=emitted.append)
+    lo, hi = RANGES["whole-heart"]["volumes_ml"]["Myo"]
+    label = sitk.Image(case.images["image"].GetSize(), sitk.sitkUInt16)
+    label.CopyInformation(case.images["image"])
+    checks.after(label, {"Myo": hi + 1, "LV": 100.0})
+    (finding,) = checks.report()["findings"]
+    assert finding["label"] == "Myo" and finding["range_ml"] == [lo, hi]
+    assert emitted == [{"event": "warning", "message": f"quality: {finding['message']}", "check": "volume"}]
+
+
+def test_heart_labels_on_skull_bone_warn():
+    image = head_ct()
+    checks = QualityChecks(get_task("whole-heart"), {"image": image}, modality="ct")
+    hu = sitk.GetArrayFromImage(image)
+    lab = sitk.GetImageFromArray(((hu > 600) * 205).astype(np.uint16))  # "myocardium" painted on the skull
+    lab.CopyInformation(image)
+    checks.after(lab, {})
+    assert any(f["check"] == "on_bone" for f in checks.report()["findings"])
+
+
+@pytest.fixture(scope="module")
+def heart_predictor():
+    from multimodalseg.inference.predictor import Predictor, load_model
+
+    events: list[dict] = []
+    return Predictor(load_model("whole-heart", None), "cpu", progress=events.append, modality="ct"), events
+
+
+def test_predictor_head_ct_gets_warning_events_and_quality(heart_predictor):
+    predictor, events = heart_predictor
+    events.clear()
+    result = predictor.predict({"image": head_ct()})
+    quality = result.report["quality"]
+    assert not quality["ok"]
+    warned = [e["message"] for e in events if e.get("event") == "warning" and e["message"].startswith("quality:")]
+    assert any("too narrow for whole-heart" in m for m in warned)
+    assert len(warned) == len(quality["warnings"])
+    assert result.labels.GetSize() == head_ct().GetSize()  # labels still written: a warning, not a refusal
+
+
+def test_predictor_heart_phantom_has_no_quality_warning(heart_predictor):
+    predictor, events = heart_predictor
+    events.clear()
+    result = predictor.predict(make_case("whole-heart", 9000, modality="ct").images)
+    assert result.report["quality"]["ok"], result.report["quality"]["warnings"]
+    assert not [e for e in events if e.get("event") == "warning" and e["message"].startswith("quality:")]
