@@ -175,6 +175,7 @@ def run_segment(case: dict, model: dict, work: Path, timeout: float) -> dict[str
     error = next((e["message"] for e in evs if e.get("event") == "error"), None)
     if rc != 0 and error is None:
         error = (stderr.strip().splitlines() or ["no output"])[-1][:300]
+    error = error.replace(f"{ROOT}{os.sep}", "") if error else error  # repository paths, as a user reads them
     result: dict[str, Any] = {
         "model": f"{model['id']} {model['version']}", "command": " ".join(_short(cmd)), "rc": rc, "wall_s": wall,
         "stand_ins": {r: "zeros" for r in missing}, "error": error,
@@ -344,7 +345,11 @@ def replace_block(text: str, block: str) -> str:
 
 def write_outputs(rows: list[dict], skipped: list[dict], meta: dict, out: Path, *, readme: bool) -> None:
     """results.md (table and pictures) and, with ``readme``, the README's Real images block."""
-    table = markdown(rows, skipped)
+    table = markdown(rows, skipped) + (f"\n{meta['note']}\n" if meta.get("note") else "")
+    seen: dict[str, str] = {}
+    for r in rows:
+        seen.setdefault(r["case"], f"- `{r['case']}` ({r['source']}): {r['notes']}")
+    table += "\nCases:\n\n" + "\n".join(seen.values()) + "\n"
     md_rows = [{**r, "overlay": os.path.relpath(ROOT / r["overlay"], out)} for r in rows if r.get("overlay")]
     (out / "results.md").write_text(f"# Real images ({meta['date']}, load {meta['load_average']})\n\n"
                                     f"{table}\n{pictures(md_rows)}")
@@ -369,12 +374,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=1800.0, help="seconds per segment run")
     ap.add_argument("--no-readme", action="store_true", help="do not rewrite the README's Real images block")
     ap.add_argument("--render-only", action="store_true", help="only re-render results.md/README from results.json")
+    ap.add_argument("--note", help="a line printed under the table (e.g. an earlier run's numbers), kept in the JSON")
     args = ap.parse_args(argv)
 
     if args.render_only:  # rewrite results.md and the README block from results.json, no model runs
         saved = json.loads((args.out / "results.json").read_text())
-        write_outputs(saved["results"], saved["skipped"], {k: saved[k] for k in ("date", "cpu_count", "load_average")},
-                      args.out, readme=not args.no_readme)
+        meta = {k: saved.get(k) for k in ("date", "cpu_count", "load_average", "note")}
+        meta["note"] = args.note if args.note is not None else meta["note"]
+        if args.note is not None:
+            (args.out / "results.json").write_text(json.dumps({**saved, "note": args.note}, indent=1))
+        write_outputs(saved["results"], saved["skipped"], meta, args.out, readme=not args.no_readme)
         return 0
     cases = fetch(args.cache, args.shared)
     skipped = [c for c in cases if "skipped" in c]
@@ -391,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
                                args.timeout)
     args.out.mkdir(parents=True, exist_ok=True)
     meta = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "cpu_count": os.cpu_count(),
-            "load_average": [round(v, 1) for v in os.getloadavg()]}
+            "load_average": [round(v, 1) for v in os.getloadavg()], "note": args.note}
     (args.out / "results.json").write_text(json.dumps({**meta, "results": rows, "skipped": skipped}, indent=1))
     write_outputs(rows, skipped, meta, args.out, readme=not args.no_readme)
     print(f"wrote {args.out / 'results.md'}")
