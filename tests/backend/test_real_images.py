@@ -49,7 +49,7 @@ def test_aseg_scores_only_task_labels_present_in_the_reference():
     task = get_task("petmr-brain")
     ref = np.zeros((6, 6, 6), np.int64)
     ref[:2] = 17  # Left-Hippocampus
-    ref[2:4] = 2  # cerebral white matter: in aseg, not in the task table
+    ref[2:4] = 1035  # an aparc+aseg cortical parcel: a FreeSurfer value the task table has not
     pred = np.zeros_like(ref)
     pred[:1] = 17
     out = ri.score("aseg", pred, ref, task)

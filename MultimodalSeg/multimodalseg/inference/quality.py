@@ -51,7 +51,9 @@ RANGES: dict[str, dict[str, Any]] = {
                        "Right-Hippocampus": (1.5, 6.5), "Left-Amygdala": (0.5, 3), "Right-Amygdala": (0.5, 3),
                        "Brain-Stem": (10, 40), "Left-Cerebellum-Cortex": (25, 80),
                        "Right-Cerebellum-Cortex": (25, 80), "Left-Lateral-Ventricle": (1, 120),
-                       "Right-Lateral-Ventricle": (1, 120)},
+                       "Right-Lateral-Ventricle": (1, 120), "Left-Cerebral-White-Matter": (120, 420),
+                       "Right-Cerebral-White-Matter": (120, 420), "Left-Cerebral-Cortex": (140, 400),
+                       "Right-Cerebral-Cortex": (140, 400)},
     },
     "brain-tumor": {
         "fov_min_mm": 100.0,
