@@ -110,7 +110,8 @@ def load_bundle(path: str | os.PathLike, *, sha256: str | None = None, task: str
 
     Raises:
         UserError: missing file, no checksum, checksum mismatch (tampered or truncated), unreadable content,
-            wrong format, another task.
+            wrong format, another task, or (with ``task``) a label table other than the task's
+            (:func:`check_label_table`).
     """
     import torch
 
@@ -134,4 +135,40 @@ def load_bundle(path: str | os.PathLike, *, sha256: str | None = None, task: str
     meta = payload["meta"]
     if task is not None and meta.get("task") != task:
         raise UserError(f"model bundle is for task '{meta.get('task')}', not '{task}'", p)
+    if task is not None:
+        check_label_table(meta, p)
     return Bundle(p, actual, meta, payload["state_dict"])
+
+
+def check_label_table(meta: dict[str, Any], path: str | os.PathLike | None = None) -> None:
+    """Refuse a bundle whose label table is not its task's: same labels, values and training indices.
+
+    A network trained on another table would write its classes under the wrong names (the PET/MR demo 0.1.0 was
+    trained on the ``aseg.stats`` rows; the task now uses the 45 labels of ``aseg.mgz``), so this is a UserError
+    that says what differs, never a silent relabelling. An empty table (hand-made wiring bundles) is not checked
+    here; the predictor then takes the task's.
+    """
+    from multimodalseg.tasks import get_task
+
+    task = get_task(str(meta.get("task")))
+    theirs = {(int(lab["index"]), int(lab["value"]), str(lab["name"])) for lab in meta.get("labels") or []
+              if isinstance(lab, dict) and {"index", "value", "name"} <= lab.keys()}
+    ours = {(lab.index, lab.value, lab.name) for lab in task.labels}
+    if not meta.get("labels") or theirs == ours:
+        return
+    names_theirs, names_ours = {n for _, _, n in theirs}, {n for _, _, n in ours}
+    lacks, extra = sorted(names_ours - names_theirs), sorted(names_theirs - names_ours)
+
+    def shown(names: list[str]) -> str:
+        return ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+
+    what = []
+    if lacks:
+        what.append(f"lacks {shown(lacks)}")
+    if extra:
+        what.append(f"has {shown(extra)}")
+    if not what:
+        what.append("uses other values or training indices")
+    raise UserError(f"model {meta.get('id')} {meta.get('version')} was trained on another {task.id} label table "
+                    f"({len(theirs)} labels; it {'; '.join(what)}): retrain it for the current table of "
+                    f"{len(ours)} labels", path)

@@ -5,7 +5,9 @@ bundles it lists. Entry keys: ``id``, ``version``, ``task``, ``file`` (relative 
 (``https://`` or ``file://``, fetched into the cache on first use), ``sha256``, ``inputs`` (roles), ``modality``,
 ``network``, ``demo`` (trained on synthetic phantoms only), ``seconds`` (``{"cpu", "gpu", "cpu_machine",
 "gpu_machine"}``, measured), ``metrics`` (validation), ``description``, ``created``, ``kind`` (``segmentation``, the
-default when absent, or ``fusion``: a spine CT-MR fusion model, never picked as a task's segmentation model).
+default when absent, or ``fusion``: a spine CT-MR fusion model, never picked as a task's segmentation model),
+``incompatible`` (why the current code refuses the bundle, e.g. trained on an older label table; loading it fails
+with ``bundles.check_label_table``'s message).
 
 Folders: the shipped catalog is ``multimodalseg/models/catalog.json``; the user's is ``<home>/models/catalog.json``
 where ``<home>`` is ``$MULTIMODALSEG_HOME`` or ``~/.cache/multimodalseg``. A model id found in both resolves to the
@@ -64,6 +66,7 @@ class Entry:
     metrics: dict[str, Any] = field(default_factory=dict)
     created: str | None = None
     kind: str | None = None
+    incompatible: str | None = None
     catalog: Path | None = None
 
     @classmethod

@@ -175,3 +175,39 @@ def test_url_entry_is_fetched_and_checked(tmp_path, home):
 def test_version_order():
     versions = ["0.9", "0.10", "1.0", "0.10.1", "2"]
     assert sorted(versions, key=catalog.version_key) == ["0.9", "0.10", "0.10.1", "1.0", "2"]
+
+
+def test_shipped_entries_marked_incompatible_are_exactly_the_refused_bundles():
+    """``incompatible`` in the shipped catalog says which bundles the loader refuses (the PET/MR demo 0.1.0, trained
+    on the old aseg.stats label table), and every other shipped bundle loads against its task."""
+    from multimodalseg.bundles import load_bundle
+
+    for entry in catalog.read_catalog(catalog.shipped_catalog()):
+        try:
+            load_bundle(catalog.fetch(entry), sha256=entry.sha256, task=entry.task)
+            refused = None
+        except UserError as exc:
+            refused = str(exc)
+        assert (refused is None) == (entry.incompatible is None), (entry.id, refused)
+        if refused:
+            assert "label table" in refused and "\n" not in refused
+
+
+def test_a_bundle_with_another_label_table_is_refused(tmp_path):
+    from multimodalseg.bundles import load_bundle
+
+    task = get_task("petmr-brain")
+    labels = [{"index": lab.index, "value": lab.value, "name": lab.name} for lab in task.labels]
+    labels[0] = {"index": 1, "value": 78, "name": "Left-WM-hypointensities"}
+    path = tmp_path / "old.pt"
+    save_bundle(path, {"w": torch.zeros(1)}, {"id": "old", "version": "1", "task": task.id, "network": {},
+                                            "labels": labels})
+    with pytest.raises(UserError, match=r"model old 1 was trained on another petmr-brain label table \(45 labels; it "
+                                        r"lacks Left-Cerebral-White-Matter; has Left-WM-hypointensities\)"):
+        load_bundle(path, task=task.id)
+    assert load_bundle(path).meta["labels"][0]["value"] == 78  # without a task: readable (export, inspection)
+    labels[0] = {"index": 2, "value": 2, "name": "Left-Cerebral-White-Matter"}  # right names, wrong index
+    save_bundle(path, {"w": torch.zeros(1)}, {"id": "old", "version": "1", "task": task.id, "network": {},
+                                            "labels": labels})
+    with pytest.raises(UserError, match="uses other values or training indices"):
+        load_bundle(path, task=task.id)

@@ -2,8 +2,9 @@
 
 The hook is tested directly on hand-made images with known uptake (no network), and through the real ``segment``
 process with a small UNTRAINED wiring bundle built here (it tests the plumbing: tables, report, batch files; not
-accuracy). The accuracy test runs the catalog's PET/MR model (the shipped demo) on fresh phantoms (seeds never used in
-training) and must reach a mean Dice of 0.80 over the 45 structures."""
+accuracy). The accuracy test runs the catalog's PET/MR model on fresh phantoms (seeds never used in training) and must
+reach a mean Dice of 0.80 over the 45 structures; it skips while the shipped demo (trained on the old aseg.stats label
+table) is refused, which its own test checks."""
 
 from __future__ import annotations
 
@@ -224,17 +225,44 @@ def test_segment_writes_suv_statistics(segmented):
     assert len(batch_report["suv"]["structures"]) == 45
 
 
-def _catalog_model() -> bool:
+def _catalog_model() -> str | None:
+    """Why the accuracy test cannot run (None: it can): no PET/MR model, or the catalog's one is refused."""
     try:
-        catalog.default_for("petmr-brain")
-        return True
+        entry = catalog.default_for("petmr-brain")
     except UserError:
-        return False
+        return "no PET/MR model in the catalog"
+    return f"the catalog's {entry.id} {entry.version} is refused: {entry.incompatible}" if entry.incompatible else None
 
 
-# The shipped petmr-brain-demo (training/configs/petmr-brain.yaml) on seeds it never saw.
+def test_shipped_demo_on_the_old_label_table_is_refused_with_one_line(cli, tmp_path):
+    """petmr-brain-demo 0.1.0 was trained on the aseg.stats rows: loading it against the aseg.mgz table fails with
+    a message naming what differs (never a relabelled output), and the catalog says so."""
+    from multimodalseg.bundles import load_bundle
+    from multimodalseg.inference.predictor import load_model
+
+    entry = catalog.find("petmr-brain-demo", "petmr-brain")
+    if entry.version != "0.1.0":
+        pytest.skip(f"the catalog now ships petmr-brain-demo {entry.version}")
+    assert entry.incompatible and "aseg.mgz" in entry.incompatible
+    with pytest.raises(UserError, match=r"trained on another petmr-brain label table .*lacks Left-Cerebral-Cortex"):
+        load_model("petmr-brain", "petmr-brain-demo")
+    assert load_bundle(catalog.fetch(entry), sha256=entry.sha256).meta["labels"][0]["value"] == 4  # no task: reads
+    t1, pet = tmp_path / "t1.nii.gz", tmp_path / "pet.nii.gz"
+    sitk.WriteImage(_image(np.ones((8, 8, 8), np.float32), (1.0, 1.0, 1.0)), str(t1))
+    sitk.WriteImage(_image(np.full((8, 8, 8), 2.0, np.float32), (1.0, 1.0, 1.0)), str(pet))
+    out = tmp_path / "out" / "seg.nii.gz"
+    r = cli("segment", "--task", "petmr-brain", "-i", f"pet={pet}", "-i", f"t1={t1}", "-o", out, "--device", "cpu",
+            "--progress", "none")
+    assert r.code == 2 and len(r.err.strip().splitlines()) == 1
+    assert "petmr-brain-demo 0.1.0 was trained on another petmr-brain label table" in r.err
+    assert not out.exists()
+    r = cli("demo", "--task", "petmr-brain", "--out", tmp_path / "demo")
+    assert r.code == 2 and "is refused" in r.err and not (tmp_path / "demo").exists()
+
+
+# The catalog's petmr-brain model (training/configs/petmr-brain.yaml) on seeds it never saw.
 @pytest.mark.slow
-@pytest.mark.skipif(not _catalog_model(), reason="no PET/MR model in the catalog")
+@pytest.mark.skipif(_catalog_model() is not None, reason=str(_catalog_model()))
 def test_demo_bundle_reaches_dice_080_on_fresh_phantoms(fresh, tmp_path):
     """With the catalog's default model: mean Dice over the 45 structures (each averaged over the 3 fresh
     subjects) >= 0.80, and per-structure mean

@@ -357,3 +357,19 @@ def test_cli_as_a_process(cli_process, tmp_path):
     assert result.code == 0, result.err
     assert "petmr-brain-0000: 7 files" in result.out
     assert (tmp_path / "sub-001" / "aseg.nii.gz").is_file()
+
+
+def test_brain_phantom_labels_cortex_and_white_matter_as_aseg_mgz(cases):
+    """Cortex 3/42 and cerebral white matter 2/41 are labels (the aseg.mgz table), on their own sides; the
+    aseg.stats-only values 78/79/81/82 are never painted."""
+    case = cases["petmr-brain"]
+    lab = arr(case.label)
+    counts = dict(zip(*np.unique(lab, return_counts=True)))
+    assert all(counts.get(v, 0) > 5000 for v in (2, 3, 41, 42)), {v: counts.get(v, 0) for v in (2, 3, 41, 42)}
+    assert not {78, 79, 81, 82} & set(counts)
+
+    def x_centre(value):
+        idx = np.argwhere(lab == value).mean(0)[::-1]
+        return case.label.TransformContinuousIndexToPhysicalPoint(idx.tolist())[0]
+
+    assert x_centre(3) > x_centre(42) + 20 and x_centre(2) > x_centre(41) + 20  # left = +x in LPS

@@ -404,3 +404,20 @@ def test_suv_imports_without_torch():
     code = "import sys, multimodalseg.suv, multimodalseg.cli.suv_stats_cmd; print('torch' in sys.modules)"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and proc.stdout.strip() == "False", proc.stderr
+
+
+def test_suv_table_of_the_petmr_task_has_cortex_and_white_matter_rows():
+    """The per-structure table follows the task's aseg.mgz labels: cortex (the main FDG region) and white matter
+    get rows, with the phantom's grey > white uptake."""
+    from multimodalseg.phantoms import make_case
+    from multimodalseg.tasks import get_task
+
+    task = get_task("petmr-brain")
+    case = make_case("petmr-brain", 3, misregister=False)
+    names = {lab.value: lab.name for lab in task.labels}
+    rows = {r.name: r for r in structure_statistics(case.images["pet"], case.label, names)}
+    assert len(rows) == 45 and "Left-WM-hypointensities" not in rows
+    for side in ("Left", "Right"):
+        cortex, wm = rows[f"{side}-Cerebral-Cortex"], rows[f"{side}-Cerebral-White-Matter"]
+        assert cortex.volume_ml > 50 and wm.volume_ml > 50
+        assert cortex.suv_mean > 1.5 * wm.suv_mean

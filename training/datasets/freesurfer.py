@@ -1,9 +1,14 @@
 """PET/MR subject folders in FreeSurfer style.
 
 ``sub-001/{pet,t1,aseg}.nii.gz`` (or ``.mgz``), or a FreeSurfer subject: ``sub-001/mri/T1.mgz`` +
-``sub-001/mri/aseg.mgz`` with the PET beside them (``mri/pet.mgz``) or in the subject folder. Labels are
-FreeSurfer ``aseg`` values (FreeSurferColorLUT). PET and MR come from different scans: they are compared by
-physical extent, not required to share a grid.
+``sub-001/mri/aseg.mgz`` with the PET beside them (``mri/pet.mgz``) or in the subject folder. PET and MR come from
+different scans: they are compared by physical extent, not required to share a grid.
+
+Labels are FreeSurfer ``aseg.mgz`` values (FreeSurferColorLUT), the task's 45: cerebral white matter and cortex
+(2, 3, 41, 42) are classes like the others, mapped to training indices 1..45 in value order
+(``TaskSpec.value_to_index``). A label file with any other value (an ``aparc+aseg`` with cortical parcels 1000+, or
+the ``aseg.stats``-only 78/79/81/82) is refused when it is read (``preprocessing.load_label``), with one line naming
+the file and the values; nothing is mapped to background silently.
 """
 
 from __future__ import annotations

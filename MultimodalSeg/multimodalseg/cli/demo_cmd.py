@@ -4,8 +4,9 @@ For each task (or ``--task T``) with a catalog model: make a seeded phantom case
 segment it with the task's default model, write the label map and an overlay PNG, and compute Dice per label against
 the phantom's truth. Prints a table of mean Dice and time per task (``--json`` for a machine-readable summary).
 
-Exit codes: 0 when at least one task ran (tasks without a model are listed as such); 2 when no requested task has a
-model (the message says how to get one), as for any user error.
+Exit codes: 0 when at least one task ran (tasks without a model, or whose model the catalog marks ``incompatible``,
+are listed as such); 2 when no requested task has a usable model (the message says how to get one, or why it is
+refused), as for any user error.
 """
 
 from __future__ import annotations
@@ -40,6 +41,10 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"no model for task{'s' if len(tasks) > 1 else ''} {missing}; train one with 'python -m "
                         "training fit ...' and 'python -m training export ...', then 'multimodalseg models import "
                         "BUNDLE.pt' (see 'multimodalseg models list')")
+    defaults = {t.id: catalog.default_for(t.id) for t in tasks if models[t.id]}
+    if defaults and all(e.incompatible for e in defaults.values()):  # nothing can run: say why
+        e = next(iter(defaults.values()))
+        raise UserError(f"model {e.id} {e.version} for task {e.task} is refused: {e.incompatible}")
     out = Path(args.out)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -54,7 +59,12 @@ def run(args: argparse.Namespace) -> int:
         if not models[task.id]:
             rows.append({"task": task.id, "model": None, "status": "no model"})
             continue
-        rows.append(_run_task(task, catalog.default_for(task.id), out / task.id, args))
+        entry = defaults[task.id]
+        if entry.incompatible:  # the bundle would refuse to load (bundles.check_label_table): list it, go on
+            rows.append({"task": task.id, "model": entry.id, "version": entry.version, "status": "refused",
+                         "reason": entry.incompatible})
+            continue
+        rows.append(_run_task(task, entry, out / task.id, args))
     if args.json:
         print(json.dumps({"out": str(out), "tasks": rows}, indent=2))
     else:
@@ -116,7 +126,8 @@ def _print_table(rows: list[dict], out: Path) -> None:
     print(f"{'task':12s} {'model':26s} {'mean Dice':>9s} {'time s':>7s}  device")
     for r in rows:
         if r["status"] != "ok":
-            print(f"{r['task']:12s} {'(no model)':26s} {'-':>9s} {'-':>7s}")
+            what = "(no model)" if r["status"] == "no model" else f"{r['model']} (refused)"
+            print(f"{r['task']:12s} {what:26s} {'-':>9s} {'-':>7s}  {r.get('reason', '')}".rstrip())
             continue
         dice = "-" if r["mean_dice"] is None else f"{r['mean_dice']:.3f}"
         over = "" if r.get("mean_dice_over") != "regions" else " (mean over regions: " + ", ".join(

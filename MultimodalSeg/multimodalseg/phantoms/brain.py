@@ -1,11 +1,12 @@
-"""A head phantom with all 45 FreeSurfer aseg structures, and the PET/MR brain task (T1 + FDG PET).
+"""A head phantom with all 45 labels of FreeSurfer's aseg.mgz, and the PET/MR brain task (T1 + FDG PET).
 
 Anatomy coordinates: mm, x to the patient's left, y posterior, z superior, origin near the thalami (roughly
 MNI with x and y negated). Structures sit where an atlas puts them (left/right symmetric, ventricles medial,
 basal ganglia lateral, brainstem below, cerebellum posterior-inferior, the corpus callosum arching over the
 ventricles). Small structures (vessels, choroid plexus, hypointensities, optic chiasm) are drawn larger than
 life so each has >= ~40 voxels at the default 1.75 mm grid and a Dice score can be measured.
-Cortex and cerebral white matter (FreeSurfer 3/42 and 2/41), skull and scalp are drawn but not labelled.
+Cortex and cerebral white matter are labelled with their aseg values (3/42 and 2/41), as recon-all writes them;
+skull, scalp, extra-cerebral CSF, neck and cord are drawn but not labelled.
 """
 
 from __future__ import annotations
@@ -20,12 +21,12 @@ from multimodalseg.phantoms.geometry import rotation
 from multimodalseg.phantoms.shapes import Capsule, Clipped, Ellipsoid, Scene, Wobble, tube
 from multimodalseg.tasks.freesurfer import ASEG_STRUCTURES
 
-# Unlabelled tissue codes (FreeSurfer values where FreeSurfer has one).
+# Cerebral white matter and cortex: aseg labels. The other codes are unlabelled tissue.
 WM_L, CORTEX_L, WM_R, CORTEX_R = 2, 3, 41, 42
 SKULL, SCALP, CSF_OUTER, NECK, CORD = 1000, 1001, 1002, 1003, 1004
 CSF_CODES = (4, 5, 14, 15, 24, 43, 44, 72, CSF_OUTER)
 ASEG_VALUES = tuple(v for v, _, _ in ASEG_STRUCTURES)
-BRAIN_CODES = tuple(sorted(set(ASEG_VALUES) | {WM_L, CORTEX_L, WM_R, CORTEX_R}))
+BRAIN_CODES = ASEG_VALUES
 
 _LEFT = ((0.0, 0.0, 0.0), (-1.0, 0.0, 0.0))  # half-space x >= 0: the patient's left in LPS
 _RIGHT = ((0.0, 0.0, 0.0), (1.0, 0.0, 0.0))
@@ -60,8 +61,8 @@ class _Builder:
 
 
 def head_scene(rng: np.random.Generator) -> tuple[Scene, dict[str, np.ndarray]]:
-    """The head for one subject: paint operations for all 45 aseg structures plus cortex, white matter,
-    extra-cerebral CSF, skull and scalp; returns the scene (with landmarks) and named key points."""
+    """The head for one subject: paint operations for all 45 aseg.mgz labels (cortex and white matter included)
+    plus extra-cerebral CSF, skull and scalp; returns the scene (with landmarks) and named key points."""
     scene = Scene()
     b = _Builder(rng, rng.uniform(0.94, 1.06, 3), scene)
     vent = rng.uniform(0.85, 1.3)  # ventricle size: young to atrophic
@@ -128,11 +129,11 @@ def head_scene(rng: np.random.Generator) -> tuple[Scene, dict[str, np.ndarray]]:
 
     for code, m in ((30, 1.0), (62, -1.0)):  # vessels: middle cerebral artery stems
         scene.add(Capsule(b.point((18 * m, -8, -13)), b.point((32 * m, -6, -9)), 2.7), code)
-    for c in ((17, -22, 24), (-17, -22, 24), (18, 33, 22)):
+    # aseg.mgz has one unlateralised WM-hypointensities (77) and non-WM-hypointensities (80) label.
+    for c in ((17, -22, 24), (-17, -22, 24), (18, 33, 22), (26, 10, 30), (-26, 10, 30)):
         scene.add(Ellipsoid(b.point(c), b.radii((4.6, 4.6, 4.6), 0.05)), 77)
-    b.pair(78, 79, (26, 10, 30), (4.6, 4.6, 4.6), vary=0.05)
-    scene.add(Ellipsoid(b.point((-13, 24, 7)), b.radii((4.6, 4.6, 4.6), 0.05)), 80)
-    b.pair(81, 82, (26, -3, -5), (4.6, 4.6, 4.6), vary=0.05)
+    for c in ((-13, 24, 7), (26, -3, -5), (-26, -3, -5)):
+        scene.add(Ellipsoid(b.point(c), b.radii((4.6, 4.6, 4.6), 0.05)), 80)
 
     keys["vertex"] = c_brain + [0, 0, r_brain[2] - 6]
     keys["frontal pole"] = c_brain + [0, -r_brain[1] + 8, -10]
@@ -169,8 +170,8 @@ T1_VALUES = {
     4: 22.0, 43: 22.0, 5: 24.0, 44: 24.0, 14: 22.0, 15: 22.0, 72: 24.0, 24: 26.0,
     7: 104.0, 46: 104.0, 8: 70.0, 47: 70.0, 10: 90.0, 49: 90.0, 11: 78.0, 50: 78.0, 12: 82.0, 51: 82.0,
     13: 96.0, 52: 96.0, 16: 100.0, 17: 70.0, 53: 70.0, 18: 72.0, 54: 72.0, 26: 76.0, 58: 76.0, 28: 96.0,
-    60: 96.0, 30: 48.0, 62: 48.0, 31: 58.0, 63: 58.0, 77: 80.0, 78: 80.0, 79: 80.0, 80: 52.0, 81: 52.0,
-    82: 52.0, 85: 100.0, 251: 116.0, 252: 116.0, 253: 116.0, 254: 116.0, 255: 116.0,
+    60: 96.0, 30: 48.0, 62: 48.0, 31: 58.0, 63: 58.0, 77: 80.0, 80: 52.0, 85: 100.0,
+    251: 116.0, 252: 116.0, 253: 116.0, 254: 116.0, 255: 116.0,
 }
 # FDG SUV: grey matter high (cortex, striatum, thalamus), white matter lower, CSF near zero.
 PET_SUV = {
@@ -179,7 +180,7 @@ PET_SUV = {
     4: 0.45, 43: 0.45, 5: 0.5, 44: 0.5, 14: 0.45, 15: 0.45, 72: 0.5, 24: 0.6,
     7: 3.0, 46: 3.0, 8: 7.6, 47: 7.6, 10: 9.6, 49: 9.6, 11: 9.0, 50: 9.0, 12: 10.2, 51: 10.2,
     13: 7.2, 52: 7.2, 16: 4.6, 17: 6.4, 53: 6.4, 18: 6.6, 54: 6.6, 26: 8.6, 58: 8.6, 28: 5.2, 60: 5.2,
-    30: 1.8, 62: 1.8, 31: 2.2, 63: 2.2, 77: 2.2, 78: 2.2, 79: 2.2, 80: 4.0, 81: 4.0, 82: 4.0, 85: 3.0,
+    30: 1.8, 62: 1.8, 31: 2.2, 63: 2.2, 77: 2.2, 80: 4.0, 85: 3.0,
     251: 2.8, 252: 2.8, 253: 2.8, 254: 2.8, 255: 2.8,
 }
 

@@ -10,7 +10,16 @@ from __future__ import annotations
 
 from multimodalseg.errors import UserError
 from multimodalseg.tasks import brain_tumor, petmr_brain, spine, whole_heart
-from multimodalseg.tasks.spec import Code, InputSpec, LabelSpec, RegionSpec, TaskSpec, Terminology
+from multimodalseg.tasks.spec import (
+    Code,
+    InputSpec,
+    LabelSpec,
+    LateralPairs,
+    RegionSpec,
+    TaskSpec,
+    Terminology,
+    lateral_axis,
+)
 
 TASKS: dict[str, TaskSpec] = {m.TASK.id: m.TASK for m in (petmr_brain, brain_tumor, whole_heart, spine)}
 
@@ -27,4 +36,7 @@ def all_tasks() -> list[TaskSpec]:
     return list(TASKS.values())
 
 
-__all__ = ["TASKS", "Code", "InputSpec", "LabelSpec", "RegionSpec", "TaskSpec", "Terminology", "all_tasks", "get_task"]
+__all__ = [
+    "TASKS", "Code", "InputSpec", "LabelSpec", "LateralPairs", "RegionSpec", "TaskSpec", "Terminology", "all_tasks",
+    "get_task", "lateral_axis",
+]

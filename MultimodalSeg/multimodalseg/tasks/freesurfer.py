@@ -1,9 +1,16 @@
-"""The 45 structures of FreeSurfer's ``aseg.stats`` with FreeSurferColorLUT values, names and colours."""
+"""The 45 labels of a FreeSurfer recon-all ``aseg.mgz``, with FreeSurferColorLUT values, names and colours.
+
+A standard ``aseg.mgz`` holds exactly these 45 non-zero values (METHODS §A, checked on a real recon-all aseg). This
+is not the ``aseg.stats`` table: that one leaves out cerebral cortex and white matter (2, 3, 41, 42; their volumes
+come from the surfaces) and lists 78, 79, 81 and 82, which recon-all never writes into ``aseg.mgz``.
+"""
 
 from __future__ import annotations
 
-# (FreeSurfer value, name, RGB) in aseg.stats order; names as in FreeSurfer 7's LUT.
+# (FreeSurfer value, name, RGB) in value order; names and colours as in FreeSurfer 7's FreeSurferColorLUT.
 ASEG_STRUCTURES: tuple[tuple[int, str, tuple[int, int, int]], ...] = (
+    (2, "Left-Cerebral-White-Matter", (245, 245, 245)),
+    (3, "Left-Cerebral-Cortex", (205, 62, 78)),
     (4, "Left-Lateral-Ventricle", (120, 18, 134)),
     (5, "Left-Inf-Lat-Vent", (196, 58, 250)),
     (7, "Left-Cerebellum-White-Matter", (220, 248, 164)),
@@ -22,6 +29,8 @@ ASEG_STRUCTURES: tuple[tuple[int, str, tuple[int, int, int]], ...] = (
     (28, "Left-VentralDC", (165, 42, 42)),
     (30, "Left-vessel", (160, 32, 240)),
     (31, "Left-choroid-plexus", (0, 200, 200)),
+    (41, "Right-Cerebral-White-Matter", (0, 225, 0)),
+    (42, "Right-Cerebral-Cortex", (205, 62, 78)),
     (43, "Right-Lateral-Ventricle", (120, 18, 134)),
     (44, "Right-Inf-Lat-Vent", (196, 58, 250)),
     (46, "Right-Cerebellum-White-Matter", (220, 248, 164)),
@@ -38,11 +47,7 @@ ASEG_STRUCTURES: tuple[tuple[int, str, tuple[int, int, int]], ...] = (
     (63, "Right-choroid-plexus", (0, 200, 221)),
     (72, "5th-Ventricle", (120, 190, 150)),
     (77, "WM-hypointensities", (200, 70, 255)),
-    (78, "Left-WM-hypointensities", (255, 148, 10)),
-    (79, "Right-WM-hypointensities", (255, 148, 10)),
     (80, "non-WM-hypointensities", (164, 108, 226)),
-    (81, "Left-non-WM-hypointensities", (164, 108, 226)),
-    (82, "Right-non-WM-hypointensities", (164, 108, 226)),
     (85, "Optic-Chiasm", (234, 169, 30)),
     (251, "CC_Posterior", (0, 0, 64)),
     (252, "CC_Mid_Posterior", (0, 0, 112)),

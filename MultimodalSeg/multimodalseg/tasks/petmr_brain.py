@@ -1,4 +1,4 @@
-"""PET/MR brain: 45 FreeSurfer aseg structures from 18F-FDG PET + T1 MR (METHODS §A)."""
+"""PET/MR brain: the 45 labels of FreeSurfer's aseg.mgz from 18F-FDG PET + T1 MR (METHODS §A)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,11 @@ from multimodalseg.tasks.spec import ANATOMICAL_STRUCTURE, Code, InputSpec, Labe
 LEFT = Code("SCT", "7771000", "Left")
 RIGHT = Code("SCT", "24028007", "Right")
 
-# SNOMED CT type per structure (laterality goes in the modifier). Keys: name without Left-/Right-.
+# SNOMED CT type per structure (laterality goes in the modifier). Keys: name without Left-/Right-. Cortex and
+# cerebral white matter use the codes of DICOM CID 7153 (CNS segmentation types) in Slicer's DICOM master list.
 _TYPES: dict[str, Code] = {
+    "Cerebral-White-Matter": Code("SCT", "68523003", "Cerebral white matter"),
+    "Cerebral-Cortex": Code("SCT", "40146001", "Cerebral cortex"),
     "Lateral-Ventricle": Code("SCT", "66720007", "Lateral ventricle"),
     "Inf-Lat-Vent": Code("SCT", "53118009", "Inferior Horn of Lateral Ventricle"),
     "Cerebellum-White-Matter": Code("SCT", "33060004", "Cerebellar white matter"),
@@ -46,7 +49,8 @@ def _terminology(name: str) -> Terminology:
 TASK = TaskSpec(
     id="petmr-brain",
     title="PET/MR Brain",
-    description="45 FreeSurfer aseg structures from FDG PET and T1-weighted MR, with SUV statistics per structure.",
+    description="The 45 labels of FreeSurfer's aseg.mgz (cortex and white matter included) from FDG PET and "
+                "T1-weighted MR, with SUV statistics per structure.",
     inputs=(
         InputSpec("pet", "PET", "PET", normalization="pet", name_patterns=("pet", "fdg", "suv")),
         InputSpec("t1", "T1 MR", "MR", reference=True, name_patterns=("t1", "mprage", "spgr")),
@@ -58,7 +62,5 @@ TASK = TaskSpec(
     spacing=(1.0, 1.0, 1.0),
     patch_size=(96, 96, 96),
     network="dual_uxnet",
-    # Real aseg files also hold cerebral white matter and cortex, which are not among the 45 aseg.stats structures.
-    label_aliases={2: 0, 3: 0, 41: 0, 42: 0},
     report_extras="multimodalseg.suv.report:suv_report",
 )

@@ -5,7 +5,7 @@ Pure Python: no numpy, no torch, so Slicer's own process can import it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -106,6 +106,69 @@ class InputSpec:
     name_patterns: tuple[str, ...] = ()
 
 
+_SIDES = (("Left-", "Right-"), ("Left_", "Right_"), ("left-", "right-"), ("left_", "right_"))
+
+
+@dataclass(frozen=True)
+class LateralPairs:
+    """The Left/Right label pairs of a task: what a mirror along the patient's left-right axis exchanges.
+
+    Attributes:
+        names: ``(left name, right name)`` per pair.
+        indices: ``(left, right)`` training indices (the channels of a ``(B, K, ...)`` probability tensor).
+        values: ``(left, right)`` label-map values (the task's own convention).
+
+    Example:
+        >>> pairs = get_task("petmr-brain").lateral_pairs()
+        >>> probs_mirrored = probs[:, pairs.permutation(probs.shape[1])]  # after flipping along the LR axis
+        >>> labels_mirrored = np.asarray(pairs.index_lut(46))[labels]     # a flipped training-index map
+    """
+
+    names: tuple[tuple[str, str], ...]
+    indices: tuple[tuple[int, int], ...]
+    values: tuple[tuple[int, int], ...]
+
+    def __bool__(self) -> bool:
+        return bool(self.indices)
+
+    def permutation(self, num_channels: int, members: int = 1) -> list[int]:
+        """Channel order that swaps each pair: ``new[:, c] = old[:, perm[c]]``. ``num_channels`` includes
+        background; with ``members`` > 1 the channels are ``members`` concatenated blocks of ``num_channels //
+        members`` (an ensemble's output) and each block is swapped alike. An involution: applying it twice is the
+        identity."""
+        per = num_channels // members
+        if per * members != num_channels:
+            raise ValueError(f"{num_channels} channels do not split into {members} members")
+        block = list(range(per))
+        for left, right in self.indices:
+            if max(left, right) >= per:
+                raise ValueError(f"pair ({left}, {right}) outside {per} channels")
+            block[left], block[right] = right, left
+        return [m * per + c for m in range(members) for c in block]
+
+    def index_lut(self, num_classes: int) -> list[int]:
+        """Lookup table for training-index maps (``lut[labels]``): each pair's indices exchanged, others kept."""
+        return self.permutation(num_classes)
+
+    def value_map(self) -> dict[int, int]:
+        """Label value -> its mirror's value, both directions (values without a partner are absent)."""
+        return {**{a: b for a, b in self.values}, **{b: a for a, b in self.values}}
+
+
+def lateral_axis(direction: Sequence[float]) -> int:
+    """The array axis of a ``(Z, Y, X)`` NumPy/torch volume that runs closest to the patient's left-right axis.
+
+    ``direction`` is ITK's row-major 3x3 direction matrix (``image.GetDirection()``): column ``d`` is the LPS
+    direction of index axis ``d`` (x, y, z), and array axis ``2 - d`` holds index axis ``d``. The axis whose column
+    has the largest LPS x component is the one a flip mirrors left and right; for oblique grids that is the axis
+    nearest to left-right (a flip along it still moves left structures to the right).
+    """
+    if len(direction) != 9:
+        raise ValueError(f"a 3D direction matrix has 9 entries, got {len(direction)}")
+    lps_x = [abs(float(direction[d])) for d in range(3)]  # row 0: the x (left-right) component of each column
+    return 2 - max(range(3), key=lambda d: lps_x[d])
+
+
 @dataclass(frozen=True)
 class TaskSpec:
     """A workflow: its inputs, labels, output kind, default geometry and network.
@@ -127,6 +190,8 @@ class TaskSpec:
     network_config: Mapping[str, Any] = field(default_factory=dict)
     # Values some datasets use for a label, read as the label's own value (MM-WHS 421 -> 420).
     label_aliases: Mapping[int, int] = field(default_factory=dict)
+    # Left/right pairs the names do not show (``(left name, right name)``); ``lateral_pairs`` adds them.
+    mirror_pairs: tuple[tuple[str, str], ...] = ()
     # Other value conventions for the same labels: convention name -> {label name: value}.
     label_conventions: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
     modalities: tuple[str, ...] = ()
@@ -170,6 +235,27 @@ class TaskSpec:
             if lab.name == name:
                 return lab
         raise KeyError(name)
+
+    def lateral_pairs(self) -> LateralPairs:
+        """The Left/Right pairs: labels named ``Left-X``/``Right-X`` (FreeSurfer's style, also ``Left_``, lower
+        case), plus :attr:`mirror_pairs`. A flip along the patient's left-right axis (:func:`lateral_axis`) must
+        exchange each pair, in flip TTA, in training augmentation and in synthetic data."""
+        by_name = {lab.name: lab for lab in self.labels}
+        pairs: list[tuple[str, str]] = []
+        for lab in self.labels:
+            for left, right in _SIDES:
+                if lab.name.startswith(left) and (partner := right + lab.name[len(left):]) in by_name:
+                    pairs.append((lab.name, partner))
+        for left, right in self.mirror_pairs:
+            if left not in by_name or right not in by_name:
+                raise ValueError(f"task {self.id}: mirror pair ({left}, {right}) names an unknown label")
+            if (left, right) not in pairs:
+                pairs.append((left, right))
+        used = [n for pair in pairs for n in pair]
+        if len(used) != len(set(used)):
+            raise ValueError(f"task {self.id}: a label is in more than one left/right pair")
+        return LateralPairs(tuple(pairs), tuple((by_name[a].index, by_name[b].index) for a, b in pairs),
+                            tuple((by_name[a].value, by_name[b].value) for a, b in pairs))
 
     def value_to_index(self, convention: str | None = None) -> dict[int, int]:
         """Map from label-map values (in ``convention``, default the task's own) to training indices; 0 -> 0."""
@@ -217,6 +303,8 @@ class TaskSpec:
         d["label_aliases"] = {str(k): v for k, v in self.label_aliases.items()}
         d["network_config"] = dict(self.network_config)
         d["label_conventions"] = {k: dict(v) for k, v in self.label_conventions.items()}
+        d["mirror_pairs"] = [list(p) for p in self.mirror_pairs]
+        d["lateral_pairs"] = [list(p) for p in self.lateral_pairs().values]
         for lab, out in zip(self.labels, d["labels"]):
             out["terminology_string"] = lab.terminology.slicer_string()
         return d
