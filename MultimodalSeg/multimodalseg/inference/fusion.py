@@ -18,7 +18,11 @@ The steps (``multimodalseg fuse`` and ``segment --task spine`` both call :func:`
    the whole fused image (mean grey +32 levels vs unpadded; the global channel attention sees mostly zeros) and
    lowered VIF (0.59 -> 0.47), replicate padding less so (+16 levels, VIF 0.50). Reflection is not possible
    when the pad is wider than the slice (it falls back to replicate in ``nets.cddfuse.pad_slices``).
-   Progress is reported per batch of slices (``on_progress`` or ``stages``).
+   Progress is reported per batch of slices (``on_progress`` or ``stages``). On the CPU, slices of at least
+   :data:`STRIP_PIXELS` (padded) pixels are fused one at a time strip by strip (``CDDFuse.forward_strips``,
+   ``nets.cddfuse_strips``): the same image up to float rounding (the slice-global channel attention is
+   accumulated over the strips in a first pass), 2.3-3.4x faster at 512 x 512, where whole-slice layers are
+   memory-bound (``benchmarks/bench_fusion.py``).
 4. The fused volume is written on the CT grid as 8-bit grey levels (``postprocessing.spine.write_fused``).
 5. EN, MI, SF and VIF (``multimodalseg.fusion_metrics``, mean over slices) are computed for the fused volume
    against the CT and MR grey images, and, for comparison, for each input taken as if it were the fused image.
