@@ -102,7 +102,7 @@ def run_config(config: dict[str, Any]) -> dict[str, Any]:
     seen: dict[str, Any] = {}
     original = predictor_module.predict_probabilities
 
-    def recording(net, image, settings, device, stitch, autocast):
+    def recording(net, image, settings, device, stitch, autocast, **options):
         seen["network_shape_zyx"] = list(image.shape[1:])
         if config.get("whole_volume"):
             two_d = settings.roi[0] == 1
@@ -111,7 +111,7 @@ def run_config(config: dict[str, Any]) -> dict[str, Any]:
                 roi = (1, *roi[1:])
             settings = replace(settings, roi=roi, overlap=0.0)
             seen["whole_volume_roi_zyx"] = list(roi)
-        return original(net, image, settings, device, stitch, autocast)
+        return original(net, image, settings, device, stitch, autocast, **options)
 
     with ExitStack() as stack:
         stack.enter_context(_patched(predictor_module, "predict_probabilities", recording))

@@ -13,7 +13,14 @@ from multimodalseg import io
 from multimodalseg.bundles import load_bundle, save_bundle
 from multimodalseg.errors import UserError
 from multimodalseg.inference import Predictor, postprocess
-from multimodalseg.inference.engine import WindowSettings, count_windows, run_with_fallback
+from multimodalseg.inference.engine import (
+    NetworkInput,
+    WindowSettings,
+    count_windows,
+    mirror_swap,
+    predict_probabilities,
+    run_with_fallback,
+)
 from multimodalseg.nets import register_network
 from multimodalseg.tasks import get_task
 
@@ -204,3 +211,113 @@ def test_modality_conditioned_network(tmp_path, cli, volume_file):
     r = cli("segment", "--task", "whole-heart", "--input", f"image={image}", "-o", tmp_path / "x.nii.gz",
             "--model", bundle.path, "--progress", "none")
     assert r.code == 2 and "is conditioned on the modality: pass --modality ct|mr" in r.err
+
+
+# --- streamed stitching (issue 18 item 7) and left-right flips (issue 16 item 2) -------------------------------------
+
+PETMR = get_task("petmr-brain")
+
+
+def _conv_net(in_channels: int = 2, out_channels: int = 5) -> NetworkInput:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv3d(in_channels, 6, 3, padding=1), torch.nn.ReLU(),
+                                torch.nn.Conv3d(6, out_channels, 3, padding=1)).eval()
+    return NetworkInput(model, "softmax")
+
+
+@pytest.mark.parametrize("shape, roi, overlap, batch", [
+    ((2, 40, 37, 45), (16, 16, 16), 0.25, 1),
+    ((2, 12, 50, 33), (16, 16, 16), 0.5, 3),  # Z shorter than the window: MONAI's padding
+    ((2, 33, 20, 29), (16, 20, 8), 0.0, 2),  # constant blending, a window as wide as the volume
+])
+def test_streamed_stitching_equals_monai_sliding_window(shape, roi, overlap, batch):
+    """The ring-buffer path gives MONAI's probabilities bit for bit, so the labels are the same."""
+    net, cpu = _conv_net(), torch.device("cpu")
+    image = np.random.default_rng(1).normal(size=shape).astype(np.float32)
+    settings = WindowSettings(roi, overlap, batch)
+    x = torch.from_numpy(image)[None]
+    with torch.inference_mode():
+        monai = sliding_window_inference(x, roi, batch, net, overlap=overlap,
+                                         mode="gaussian" if overlap > 0 else "constant")[0]
+    streamed = predict_probabilities(net, image, settings, cpu, cpu, None, reduce=lambda p: p)
+    assert torch.equal(streamed, monai)
+    labels = predict_probabilities(net, image, settings, cpu, cpu, None,
+                                   reduce=lambda p: p.argmax(0, keepdim=True).to(torch.uint8))
+    assert labels.shape == (1, *shape[1:]) and torch.equal(labels[0], monai.argmax(0).to(torch.uint8))
+
+
+def test_streamed_and_full_predictor_paths_give_identical_labels(untrained_bundle):
+    """The same PET/MR phantom through the predictor: default (streamed, labels only) and keep_probabilities
+    (the whole probability volume, the old path) write the same label map."""
+    from multimodalseg.phantoms import make_case
+
+    bundle = load_bundle(untrained_bundle("petmr-brain", spacing=(2.5, 2.5, 2.5), patch=(32, 32, 32)))
+    case = make_case("petmr-brain", 4, misregister=False)
+    streamed = Predictor(bundle, "cpu").predict(case.images)
+    full = Predictor(bundle, "cpu", keep_probabilities=True).predict(case.images)
+    a, b = sitk.GetArrayFromImage(streamed.labels), sitk.GetArrayFromImage(full.labels)
+    assert streamed.probabilities is None and full.probabilities is not None
+    assert len(np.unique(a)) > 3 and np.array_equal(a, b)
+
+
+class SideNet(torch.nn.Module):
+    """TEST network that knows anatomy by position, as a trained one does: a bright voxel is Left-Hippocampus in
+    the half of its window with high indices along ``axis`` (the patient's left on the test grids), else
+    Right-Hippocampus. A flipped input therefore gets the other side's label."""
+
+    def __init__(self, axis: int, left: int, right: int, channels: int) -> None:
+        super().__init__()
+        self.axis, self.left, self.right, self.channels = axis, left, right, channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = x.shape[2 + self.axis]
+        shape = [1, 1, 1, 1, 1]
+        shape[2 + self.axis] = n
+        high = (torch.arange(n, device=x.device) >= n // 2).view(shape).float()
+        bright = (x[:, :1] > 0.5).float()
+        logits = torch.zeros((x.shape[0], self.channels, *x.shape[2:]), device=x.device)
+        logits[:, 0] = 5.0 * (1 - bright[:, 0])
+        logits[:, self.left] = 10.0 * (bright * high)[:, 0]
+        logits[:, self.right] = 10.0 * (bright * (1 - high))[:, 0]
+        return logits
+
+
+@pytest.mark.parametrize("direction, axis", [
+    ((1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0), 2),  # axial LPS: the patient's left is high x index (array axis 2)
+    ((0, 0, 1.0, 1.0, 0, 0, 0, 1.0, 0), 0),  # sagittal stack: left-right runs along the slices (array axis 0)
+])
+def test_flip_tta_keeps_a_left_only_structure_left(direction, axis):
+    """A lateral phantom: one bright blob on the patient's left only. With flip TTA the passes flipped along the
+    left-right axis (read from the direction matrix) label it Right; swapping the pairs back keeps it Left in all
+    8 passes. Without the swap, or with a fixed array axis that is not the left-right one, half the passes vote
+    Right."""
+    size = (24, 20, 22)
+    image = np.zeros((2, *size), np.float32)
+    blob = [slice(6, 12), slice(5, 11), slice(7, 13)]
+    blob[axis] = slice(size[axis] - 8, size[axis] - 3)  # high indices along the lateral axis: the left
+    image[(slice(None), *blob)] = 1.0
+    left, right = PETMR.label("Left-Hippocampus").index, PETMR.label("Right-Hippocampus").index
+    net = NetworkInput(SideNet(axis, left, right, PETMR.num_classes).eval(), "softmax")
+    settings, cpu = WindowSettings(size, 0.0, 1, tta=True), torch.device("cpu")  # one window: the whole volume
+    mirror = mirror_swap(PETMR, direction, PETMR.num_classes)
+    assert mirror.axis == axis
+
+    probs = predict_probabilities(net, image, settings, cpu, cpu, None, mirror=mirror)
+    inside = (slice(None), *blob)
+    assert (probs[left][inside[1:]] > 0.99).all() and (probs[right] < 0.01).all()
+    labels = predict_probabilities(net, image, settings, cpu, cpu, None, mirror=mirror,
+                                   reduce=lambda p: p.argmax(0, keepdim=True).to(torch.uint8))[0].numpy()
+    assert set(np.unique(labels[tuple(blob)])) == {left} and right not in labels
+
+    unswapped = predict_probabilities(net, image, settings, cpu, cpu, None)
+    assert (unswapped[left][inside[1:]] < 0.6).all()  # the old behaviour: Left and Right tie
+    wrong_axis = dataclasses.replace(mirror, axis=(axis + 1) % 3)
+    assert (predict_probabilities(net, image, settings, cpu, cpu, None, mirror=wrong_axis)[left][inside[1:]]
+            < 0.6).all()
+
+
+def test_mirror_swap_only_for_tasks_with_lateral_pairs():
+    assert mirror_swap(HEART, (1, 0, 0, 0, 1, 0, 0, 0, 1), HEART.num_classes) is None
+    assert mirror_swap(BRATS, (1, 0, 0, 0, 1, 0, 0, 0, 1), 3) is None
+    two = mirror_swap(PETMR, (1, 0, 0, 0, 1, 0, 0, 0, 1), 2 * PETMR.num_classes, members=2)
+    assert len(two.permutation) == 92 and two.permutation[46 + 3] == 46 + PETMR.label("Right-Lateral-Ventricle").index
