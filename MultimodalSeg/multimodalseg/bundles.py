@@ -74,8 +74,9 @@ class Bundle:
     def build_model(self):
         """The network with the bundle's weights, in eval mode."""
         from multimodalseg.nets import build_network
+        from multimodalseg.nets.cin import pin_legacy_scope
 
-        net = build_network(self.meta["network"]["name"], **self.meta["network"].get("config", {}))
+        net = build_network(self.meta["network"]["name"], **pin_legacy_scope(self.meta["network"].get("config", {})))
         try:
             net.load_state_dict(self.state_dict, strict=True)
         except RuntimeError as exc:
@@ -90,6 +91,11 @@ def save_bundle(path: str | os.PathLike, state_dict: dict[str, Any], meta: dict[
     missing = [k for k in REQUIRED_META if k not in meta]
     if missing:
         raise ValueError(f"bundle metadata lacks {', '.join(missing)}")
+    from multimodalseg.nets.cin import pin_current_scope
+
+    if isinstance(meta.get("network"), dict) and "config" in meta["network"]:
+        # A conditional MAUNet's scope goes into the bundle: a missing one reads as the pre-0.3 "all".
+        meta = {**meta, "network": {**meta["network"], "config": pin_current_scope(meta["network"]["config"])}}
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": BUNDLE_FORMAT, "meta": {**meta, "format": BUNDLE_FORMAT},

@@ -82,7 +82,7 @@ def test_resolve_modality_rules():
 
 def test_conditional_maunet_differs_only_through_gamma_and_beta():
     torch.manual_seed(0)
-    net = MAUNet(3, 1, 8, **DEMO_CONFIG, conditional_modality=True).eval()
+    net = MAUNet(3, 1, 8, **DEMO_CONFIG, conditional_modality=True, conditional_scope="all").eval()
     assert not any(isinstance(m, torch.nn.InstanceNorm3d) for m in net.modules())
     randomise_affines(net)
     x = torch.randn(1, 1, 16, 16, 16)
@@ -94,7 +94,7 @@ def test_conditional_maunet_differs_only_through_gamma_and_beta():
 
 
 def test_encoder_scope_keeps_plain_norms_in_the_decoder():
-    net = MAUNet(3, 1, 8, **DEMO_CONFIG, conditional_modality=True, conditional_scope="encoder")
+    net = MAUNet(3, 1, 8, **DEMO_CONFIG, conditional_modality=True)  # encoder-only is the default (MI-Seg)
     names = [n for n, m in net.named_modules() if isinstance(m, ConditionalInstanceNorm)]
     assert names and all(n.startswith("encoders.") for n in names)
     assert any(isinstance(m, torch.nn.InstanceNorm3d) for m in net.decoders.modules())
@@ -182,3 +182,32 @@ def test_swinunetr_conditional_3d():
     with torch.no_grad():
         ct, mr = net(x, modality=0), net(x, modality=torch.tensor([1]))
     assert ct.shape == (1, 8, 64, 64, 64) and (ct - mr).abs().max() > 1e-2
+
+
+def test_bundles_without_a_scope_keep_all_and_new_bundles_record_theirs(tmp_path):
+    from multimodalseg.bundles import load_bundle, save_bundle, sha256_file
+    from multimodalseg.nets.cin import pin_legacy_scope
+
+    nested = {"roi": {"maunet": {"channels": [8, 16], "conditional_modality": True}}, "plain": {"channels": [4]}}
+    pinned = pin_legacy_scope(nested)
+    assert pinned["roi"]["maunet"]["conditional_scope"] == "all" and "conditional_scope" not in pinned["plain"]
+    assert pin_legacy_scope({"conditional_modality": True, "conditional_scope": "encoder"})["conditional_scope"] \
+        == "encoder"
+    config = {"spatial_dims": 3, "in_channels": 1, "out_channels": 3, "channels": [4, 8], "conditional_modality": True}
+    legacy = MAUNet(**config, conditional_scope="all")  # how pre-0.3 bundles were trained
+    path = tmp_path / "old.pt"
+    save_bundle(path, legacy.state_dict(), {"id": "old", "version": "0.1.0", "task": "whole-heart",
+                                            "network": {"name": "maunet", "config": config}, "labels": {},
+                                            "preprocessing": {}})
+    import torch as _torch  # rewrite the meta as an old writer did: no scope recorded
+    payload = _torch.load(path, weights_only=True)
+    assert payload["meta"]["network"]["config"]["conditional_scope"] == "encoder"  # the writer records it
+    del payload["meta"]["network"]["config"]["conditional_scope"]
+    _torch.save(payload, path)
+    bundle = load_bundle(path, sha256=sha256_file(path))
+    net = bundle.build_model()  # strict load: fails if the missing scope read as "encoder"
+    assert any(n.startswith("decoders.") for n in cins_named(net))
+
+
+def cins_named(net):
+    return [n for n, m in net.named_modules() if isinstance(m, ConditionalInstanceNorm)]

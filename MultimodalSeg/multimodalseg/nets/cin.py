@@ -240,6 +240,33 @@ def make_conditional(
     return ModalityConditioned(net, context, num_modalities)
 
 
+# MAUNet conditioned every norm before encoder-only became its default; bundles that name no scope were trained so.
+LEGACY_MAUNET_SCOPE = "all"
+DEFAULT_MAUNET_SCOPE = "encoder"
+
+
+def _fill_scope(config: Any, scope: str) -> Any:
+    if isinstance(config, dict):
+        filled = {k: _fill_scope(v, scope) for k, v in config.items()}
+        if filled.get("conditional_modality") and "conditional_scope" not in filled:
+            filled["conditional_scope"] = scope
+        return filled
+    return config
+
+
+def pin_legacy_scope(config: dict[str, Any]) -> dict[str, Any]:
+    """A bundle's network config with ``conditional_scope: "all"`` wherever a conditional MAUNet names none.
+
+    Reading side: bundles written before encoder-only became the default do not record the scope.
+    """
+    return _fill_scope(config, LEGACY_MAUNET_SCOPE)
+
+
+def pin_current_scope(config: dict[str, Any]) -> dict[str, Any]:
+    """Writing side: record today's default scope, so a new bundle never reads as a legacy one."""
+    return _fill_scope(config, DEFAULT_MAUNET_SCOPE)
+
+
 def _scope(scope: Scope, is_encoder: Callable[[str], bool]) -> Callable[[str], bool]:
     if scope not in ("encoder", "all"):
         raise ValueError(f"scope must be 'encoder' or 'all', got {scope!r}")

@@ -60,7 +60,9 @@ class MAUNet(nn.Module):
         conditional_modality: replace the instance norms by conditional instance norms keyed by modality; the
             forward then needs ``modality``. Default False.
         num_modalities: modalities of the conditional norms (CT 0, MR 1). Default 2.
-        conditional_scope: ``"all"`` norms, or only the ``"encoder"`` ones (MI-Seg's best setting for UNet).
+        conditional_scope: only the ``"encoder"`` norms (default: MI-Seg conditions the encoder's normalisation),
+            or ``"all"`` (decoder, up-convolutions and attention gates too; the default before 0.3, which
+            bundles without the key keep: :func:`multimodalseg.nets.cin.pin_legacy_scope`).
             Default ``"all"``.
 
     Shapes: (B, in_channels, *S) -> (B, out_channels, *S) logits; each S divisible by 2^(levels - 1).
@@ -84,7 +86,7 @@ class MAUNet(nn.Module):
         pam_reduction: int = 8,
         conditional_modality: bool = False,
         num_modalities: int = 2,
-        conditional_scope: Literal["encoder", "all"] = "all",
+        conditional_scope: Literal["encoder", "all"] = "encoder",
     ) -> None:
         super().__init__()
         channels = tuple(int(c) for c in channels)
