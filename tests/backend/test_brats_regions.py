@@ -183,3 +183,13 @@ def test_hook_rejects_bad_input():
         brats.postprocess(probs, TASK, {"et_mode": "largest"})
     with pytest.raises(ValueError, match="expects"):
         brats.postprocess(probs[0, 0], TASK, {})
+
+
+def test_default_et_rule_is_dmfnets_whole_map_rule():
+    indices = np.zeros((30, 30, 30), np.uint8)
+    indices[2:12, 2:12, 2:12] = 3  # 1000 voxels
+    indices[20:23, 20:23, 20:23] = 3  # a 27-voxel speck: kept by the whole-map rule (1027 >= 500)
+    assert brats.ET_MODE == "total"
+    assert np.array_equal(brats.postprocess(indices, TASK, {"voxel_ml": 0.001}), indices)
+    per_component = brats.postprocess(indices, TASK, {"voxel_ml": 0.001, "et_mode": "components"})
+    assert (per_component[20:23, 20:23, 20:23] == 1).all() and (per_component[2:12, 2:12, 2:12] == 3).all()

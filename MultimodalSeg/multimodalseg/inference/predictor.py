@@ -375,7 +375,7 @@ class Predictor:
         del probs
         voxel_ml = float(np.prod(grid.GetSpacing())) / 1000.0
         options = {"threshold": 0.5, "spacing": tuple(grid.GetSpacing()), "voxel_ml": voxel_ml,
-                   "modality": modality}
+                   "modality": modality, **self.meta.get("postprocessing", {})}  # e.g. et_mode of the bundle
         indices_grid = postprocess.apply(prediction, task, options)
         indices_sub = prep.labels_to_grid(indices_grid, grid, sub)
         if box is None:

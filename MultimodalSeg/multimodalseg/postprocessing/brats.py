@@ -31,9 +31,9 @@ EtMode = Literal["total", "components"]
 
 # DMFNet's predict.py: fewer than 500 predicted ET voxels (1 mm³ each) are relabelled NCR, i.e. 0.5 mL.
 ET_MIN_ML = 0.5
-# Per connected component (issue 5), so a small spurious ET speck next to a real enhancing rim is removed too;
-# "total" is DMFNet's original whole-map rule.
-ET_MODE: EtMode = "components"
+# DMFNet's whole-map rule, as the paper (issue 16). "components" (per connected component, so a small spurious ET
+# speck next to a real enhancing rim goes too) is the option: a bundle's ``postprocessing: {et_mode: components}``.
+ET_MODE: EtMode = "total"
 
 
 def _is_number(value: Any) -> bool:
@@ -162,8 +162,8 @@ def postprocess(prediction: np.ndarray, task: TaskSpec, options: Mapping[str, An
             decided training-index map (Z, Y, X).
         task: the brain-tumor task.
         options: ``threshold`` (region probability cut, 0.5), ``et_min_voxels`` or ``et_min_ml`` (0.5 mL) with
-            ``voxel_ml`` (the grid's voxel volume), ``et_mode`` (``"components"``, the default; or ``"total"``,
-            DMFNet's rule), ``et_connectivity`` (3). Other keys are ignored.
+            ``voxel_ml`` (the grid's voxel volume), ``et_mode`` (``"total"``, DMFNet's whole-map rule, the default;
+            or ``"components"``), ``et_connectivity`` (3). Other keys are ignored.
 
     Returns:
         (Z, Y, X) uint8 training indices: 0 background, 1 NCR/NET, 2 ED, 3 ET.
