@@ -212,8 +212,11 @@ def normalize(array: np.ndarray, scheme: str, mask: np.ndarray | None = None) ->
         scheme: ``zscore``: mean 0 / std 1 over the foreground (``mask``, default the nonzero voxels, as MONAI's
             ``NormalizeIntensity(nonzero=True)``; background stays 0). ``ct``: clip to ``CT_WINDOW`` HU and divide
             by 1000 (air -1, water 0, bone 1-2). ``pet``: divide by the 99th percentile of the positive voxels (a
-            robust scale that works for Bq/mL and SUV alike). ``none``: unchanged.
-        mask: foreground voxels for ``zscore``.
+            robust scale that works for Bq/mL and SUV alike). ``zscore_clip``: DMFNet's reference, clip the
+            foreground to its 0.2/99.8 percentiles, then ``zscore`` (background stays 0, unlike DMFNet's shift of
+            the whole image). ``min_max``: to [0, 1] by the image's minimum and maximum (Dual-UXNet). ``none``:
+            unchanged.
+        mask: foreground voxels for ``zscore`` and ``zscore_clip``.
     """
     x = np.asarray(array, np.float32)
     if scheme == "none":
@@ -224,6 +227,16 @@ def normalize(array: np.ndarray, scheme: str, mask: np.ndarray | None = None) ->
         positive = x[x > 0]
         scale = float(np.percentile(positive, 99)) if positive.size else 0.0
         return x / np.float32(scale if scale > 0 else 1.0)
+    if scheme == "min_max":
+        low, high = (float(x.min()), float(x.max())) if x.size else (0.0, 0.0)
+        return (x - np.float32(low)) / np.float32(high - low if high > low else 1.0)
+    if scheme == "zscore_clip":
+        fg = (x != 0) if mask is None else mask
+        if fg.sum() >= 2:
+            low, high = np.percentile(x[fg], (0.2, 99.8))
+            x = x.copy()
+            x[fg] = np.clip(x[fg], low, high)
+        scheme, mask = "zscore", fg
     if scheme == "zscore":
         fg = (x != 0) if mask is None else mask
         if fg.sum() < 2:  # an empty image: nothing to estimate from
