@@ -33,7 +33,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
                    help="auto: AMP on CUDA, fp32 on CPU unless the model validated bf16")
-    p.add_argument("--tta", action="store_true", help="average over the 8 axis flips (8x slower)")
+    p.add_argument("--tta", action="store_const", const=True, default=None,
+                   help="average over the 8 axis flips (8x slower); default: on for brain tumour on a GPU, else off")
+    p.add_argument("--no-tta", dest="tta", action="store_const", const=False, help="no flip TTA, even on a GPU")
     p.add_argument("--overlap", type=float,
                    help="sliding-window overlap in [0, 1) (default: the model's, else 0.25)")
     p.add_argument("--sw-batch-size", type=int, default=1, help="windows per forward pass (default 1)")

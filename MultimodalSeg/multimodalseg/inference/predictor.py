@@ -34,6 +34,8 @@ from multimodalseg.tasks import get_task
 from multimodalseg.tasks.spec import TaskSpec
 
 InputValue = str | os.PathLike | sitk.Image
+# Tasks whose paper tests with flip TTA; Predictor(tta=None) turns it on for them on CUDA (CPU: opt-in, 8x slower).
+TTA_ON_GPU: frozenset[str] = frozenset({"brain-tumor"})
 
 
 @dataclass
@@ -108,7 +110,8 @@ class Predictor:
     Args:
         bundle: a loaded bundle (``bundles.load_bundle`` or :func:`load_model`).
         device: ``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:N``.
-        tta: average the probabilities over the 8 flips of the 3 axes (8x the time).
+        tta: average the probabilities over the 8 flips of the 3 axes (8x the time); None: on for the tasks of
+            ``TTA_ON_GPU`` (brain tumour, as DMFNet tests) when the device is CUDA, off otherwise.
         sw_batch_size: windows per forward call.
         overlap: sliding-window overlap in [0, 1); Gaussian blending when above 0. None: the bundle's
             ``inference.overlap``, else 0.25.
@@ -136,7 +139,7 @@ class Predictor:
     ``inference.heart_cascade.HeartCascadeRunner`` instead of the sliding window.
     """
 
-    def __init__(self, bundle: Bundle, device: str = "auto", *, tta: bool = False, sw_batch_size: int = 1,
+    def __init__(self, bundle: Bundle, device: str = "auto", *, tta: bool | None = None, sw_batch_size: int = 1,
                  overlap: float | None = None, progress: ProgressCallback | None = None, precision: str = "auto",
                  crop: bool = True, crop_margin_mm: float = 10.0, modality: str | None = None,
                  convention: str | None = None, keep_probabilities: bool = False,
@@ -166,10 +169,12 @@ class Predictor:
         if not 0.0 <= overlap < 1.0:
             raise UserError(f"overlap must be in [0, 1), got {overlap}")
         roi = prep.zyx(window.get("roi_size") or pre.get("patch_size") or self.task.patch_size)
-        self.settings = WindowSettings(tuple(int(r) for r in roi), overlap, sw_batch_size, tta)
+        self.device = resolve_device(device)
+        if tta is None:
+            tta = default_tta(self.task.id, self.device)
+        self.settings = WindowSettings(tuple(int(r) for r in roi), overlap, sw_batch_size, bool(tta))
         self.crop_margin = pre.get("crop_margin")  # voxels on the reference grid, as in training
         self.two_d = config.get("spatial_dims", 3) == 2
-        self.device = resolve_device(device)
         self.autocast = choose_precision(precision, self.device, self.meta)
         self.progress = progress
         self.crop, self.crop_margin_mm = crop, crop_margin_mm
@@ -414,6 +419,11 @@ def _disagreement(member_labels: np.ndarray, names: list[str], grid: sitk.Image,
 
 def _describe(image: sitk.Image, path: str | None) -> dict[str, Any]:
     return {"path": path, "size": list(image.GetSize()), "spacing": [round(s, 6) for s in image.GetSpacing()]}
+
+
+def default_tta(task_id: str, device: torch.device) -> bool:
+    """Flip TTA when none is asked for: on for ``TTA_ON_GPU`` tasks on CUDA (the tumour paper tests with it)."""
+    return device.type == "cuda" and task_id in TTA_ON_GPU
 
 
 def _check_roles(task: TaskSpec, roles: Any, path: Path) -> tuple[str, ...]:
