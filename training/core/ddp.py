@@ -77,7 +77,20 @@ def wrap_model(model: torch.nn.Module, ctx: DistContext, find_unused_parameters:
     if not ctx.distributed:
         return model
     ids = [ctx.device.index] if ctx.device.type == "cuda" else None
-    return DistributedDataParallel(model, device_ids=ids, find_unused_parameters=find_unused_parameters)
+    return DistributedDataParallel(sync_batchnorm(model, ctx), device_ids=ids,
+                                   find_unused_parameters=find_unused_parameters)
+
+
+def sync_batchnorm(model: torch.nn.Module, ctx: DistContext) -> torch.nn.Module:
+    """BatchNorm statistics over all GPUs of a distributed CUDA run (DMFNet's batch 8 spans 8 GPUs); else as is.
+
+    The conversion keeps the parameter objects, so an optimiser built before it still holds the right ones.
+    """
+    if not (ctx.distributed and ctx.device.type == "cuda"):
+        return model
+    if not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        return model
+    return torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
