@@ -17,6 +17,7 @@ from multimodalseg.bundles import Bundle, load_bundle
 from multimodalseg.errors import UserError
 from multimodalseg.fileutil import atomic_write_json
 from multimodalseg.nets import NETWORKS, build_network
+from multimodalseg.nets.cin import pin_legacy_scope
 from multimodalseg.tasks import get_task
 from multimodalseg.tasks.spec import TaskSpec
 from torch import nn
@@ -41,7 +42,8 @@ def network_spec(config: TrainingConfig, task: TaskSpec, bundle: Bundle | None =
         if config.model.network not in (None, spec["name"]):
             raise UserError(f"--init-from bundle holds a {spec['name']} network, the config asks for "
                             f"{config.model.network}", bundle.path)
-        return {"name": spec["name"], "config": dict(spec.get("config", {}))}
+        # An old bundle names no CIN scope: it was trained with "all" (multimodalseg.nets.cin.pin_legacy_scope).
+        return {"name": spec["name"], "config": pin_legacy_scope(dict(spec.get("config", {})))}
     name = config.model.network or task.network
     if name not in NETWORKS:
         raise UserError(f"unknown network '{name}' in model.network (known: {', '.join(sorted(NETWORKS))})")
