@@ -1,7 +1,7 @@
-"""``python -m training``: see :mod:`training.cli`."""
+"""``python -m training``: see :mod:`training.core.cli`."""
 
 import sys
 
-from training.cli import main
+from training.core.cli import main
 
 sys.exit(main())

@@ -6,8 +6,9 @@ bundles it lists. Entry keys: ``id``, ``version``, ``task``, ``file`` (relative 
 ``network``, ``demo`` (trained on synthetic phantoms only), ``seconds`` (``{"cpu", "gpu", "cpu_machine",
 "gpu_machine"}``, measured), ``metrics`` (validation), ``description``, ``created``, ``kind`` (``segmentation``, the
 default when absent, or ``fusion``: a spine CT-MR fusion model, never picked as a task's segmentation model),
-``incompatible`` (why the current code refuses the bundle, e.g. trained on an older label table; loading it fails
-with ``bundles.check_label_table``'s message).
+``training_data`` (``phantoms``, ``synthetic`` from real anatomy, or ``real``; ``multimodalseg demo`` shows a
+synthetic-data model a ``synth`` case from a held-out anatomy), ``incompatible`` (why the current code refuses
+the bundle, e.g. trained on an older label table; loading it fails with ``bundles.check_label_table``'s message).
 
 Folders: the shipped catalog is ``multimodalseg/models/catalog.json``; the user's is ``<home>/models/catalog.json``
 where ``<home>`` is ``$MULTIMODALSEG_HOME`` or ``~/.cache/multimodalseg``. A model id found in both resolves to the
@@ -67,6 +68,7 @@ class Entry:
     created: str | None = None
     kind: str | None = None
     incompatible: str | None = None
+    training_data: str | None = None
     catalog: Path | None = None
 
     @classmethod

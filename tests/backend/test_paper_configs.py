@@ -10,7 +10,7 @@ CONFIGS = Path(__file__).resolve().parents[2] / "training" / "configs"
 
 
 def paper(name: str) -> dict:
-    return yaml.safe_load((CONFIGS / f"{name}-paper.yaml").read_text())
+    return yaml.safe_load((CONFIGS / f"{name}-paper.yaml").read_text(encoding="utf-8"))
 
 
 def test_petmr_paper_config_uses_batchnorm_in_the_residual_blocks():

@@ -42,7 +42,7 @@ def test_defaults_leave_model_overlap_and_modality_to_the_backend():
     command = Command.buildSegmentCommand(PY, task, {"ct": "ct.nrrd", "mr": "mr.nrrd"}, "o.nrrd")
     args = build_parser().parse_args(backend_args(command))
     default = build_parser().parse_args(["segment", "--task", "spine"])
-    assert (args.model, args.tta, args.modality, args.report) == (None, False, None, None)
+    assert (args.model, args.tta, args.modality, args.report) == (None, None, None, None)  # TTA: the backend's default
     assert args.overlap == default.overlap and args.device == "auto"
     assert "--quick" not in command and "--modality" not in command
 
@@ -59,8 +59,11 @@ def test_modality_for_whole_heart_only():
 
 def test_missing_required_inputs_are_named():
     task = get_task("brain-tumor")
-    with pytest.raises(UserError, match="select the FLAIR and T2 volumes for Brain Tumor"):
-        Command.buildSegmentCommand(PY, task, {"t1": "a", "t1ce": "b", "t2": ""}, "o.nrrd")
+    with pytest.raises(UserError, match="select the T1 contrast-enhanced volume"):  # FLAIR, T1, T2 are optional
+        Command.buildSegmentCommand(PY, task, {"t1": "a", "t1ce": "", "t2": ""}, "o.nrrd")
+    with pytest.raises(UserError, match="select the FLAIR and T2 volumes for Spine|select the .* volumes? for"):
+        Command.buildSegmentCommand(PY, get_task("spine"), {"ct": "", "mr": ""}, "o.nrrd")
+    assert "--input" in " ".join(Command.buildSegmentCommand(PY, task, {"t1ce": "b", "flair": ""}, "o.nrrd"))
     with pytest.raises(UserError, match="unknown input role 'ct'"):
         Command.checkInputs(task, {"ct": "x"})
 

@@ -27,7 +27,7 @@ def test_panel_content_follows_the_task(qapp):
 
     tumor = render_panels.task_panel(get_task("brain-tumor"), fit_points=False)
     labels = [w.text() for w in tumor.findChild(QWidget, "inputsFrame").findChildren(QLabel)]
-    assert labels == ["FLAIR:", "T1:", "T1 contrast-enhanced (reference):", "T2:"]
+    assert labels == ["FLAIR (optional):", "T1 (optional):", "T1 contrast-enhanced (reference):", "T2 (optional):"]
     tabs = tumor.findChild(QTabWidget, "registrationTabWidget")
     assert [tabs.tabText(i) for i in range(tabs.count())] == [
         "FLAIR \u2192 T1 contrast-enhanced", "T1 \u2192 T1 contrast-enhanced", "T2 \u2192 T1 contrast-enhanced"]

@@ -11,14 +11,14 @@ from monai.data import MetaTensor
 from monai.losses import GeneralizedDiceLoss as MonaiGDL
 from scipy import ndimage
 
-from training.brats_keypoints import (
+from training.brain_tumor.keypoints import (
     BoundaryKeyPointsd,
     boundary,
     key_point_image,
     key_point_mask,
     select_key_points,
 )
-from training.brats_losses import BoundaryShapeCorrectionLoss, BratsLoss, GeneralizedDiceLoss, brats_loss
+from training.brain_tumor.losses import BoundaryShapeCorrectionLoss, BratsLoss, GeneralizedDiceLoss, brats_loss
 
 torch.set_num_threads(2)
 

@@ -16,14 +16,14 @@ from multimodalseg.tasks import get_task
 from scipy import ndimage
 from training_helpers import tiny_config
 
-from training.brats_keypoints import BoundaryKeyPointsd, boundary, key_point_image
-from training.brats_losses import BratsLoss
-from training.config import load_config
+from training.brain_tumor.keypoints import BoundaryKeyPointsd, boundary, key_point_image
+from training.brain_tumor.losses import BratsLoss
+from training.core.config import load_config
+from training.core.losses import LOSSES, build_loss
+from training.core.optim import build_optimizer, build_scheduler
+from training.core.supervised import fit, make_network, network_spec
+from training.core.transforms import PrepareCased, train_transforms
 from training.datasets import find_cases
-from training.losses import LOSSES, build_loss
-from training.optim import build_optimizer, build_scheduler
-from training.run import fit, make_network, network_spec
-from training.transforms import PrepareCased, train_transforms
 
 TASK = get_task("brain-tumor")
 CONFIGS = Path(__file__).resolve().parents[2] / "training" / "configs"
@@ -43,7 +43,7 @@ def _samples(config, root: Path) -> list[dict]:
 
 
 def test_brats_loss_is_registered():
-    assert LOSSES["brats"] == "training.brats_losses:brats_loss"
+    assert LOSSES["brats"] == "training.brain_tumor.losses:brats_loss"
     loss = build_loss("brats", "regions", use_bsc=True, lambda_bsc=0.5, key_points={"radii": [2, 1, 1]})
     assert isinstance(loss, BratsLoss) and loss.use_bsc and loss.lambda_bsc == 0.5
     with pytest.raises(ValueError, match="region outputs"):
@@ -155,7 +155,7 @@ def test_paper_config_gets_through_fit_setup(tmp_path, capsys):
     from multimodalseg.phantoms import make_case
     from multimodalseg.phantoms.layouts import write_case
 
-    from training.cli import main
+    from training.core.cli import main
 
     data = tmp_path / "data"
     for i in range(9):
@@ -167,8 +167,9 @@ def test_paper_config_gets_through_fit_setup(tmp_path, capsys):
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert "trained 0 epochs" in captured.out
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads((out / "supervised" / "summary.json").read_text())  # the stage's own summary
     assert len(summary["train_cases"]) == 8 and len(summary["val_cases"]) == 1
+    assert json.loads((out / "summary.json").read_text())["stages"]["supervised"]["status"] == "done"
     assert load_config(out / "config.yaml").to_dict() == load_config(
         CONFIGS / "brain-tumor-paper.yaml", ["train.epochs=0", "data.val_fraction=0.1", f"data.root={data}",
-                                             "train.device=cpu"]).to_dict()
+                                             "train.device=cpu", "recipe.config={trainer: supervised}"]).to_dict()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from training.cli import main
+from training.core.cli import main
 
 CONFIG = Path(__file__).parents[2] / "training" / "configs" / "whole-heart.yaml"
 TINY_UNET = ("--set", "model.network=basic_unet", "--set", "model.config={features: [4, 4, 8, 8, 16, 4]}")
@@ -107,7 +107,7 @@ def test_resume_without_checkpoint(run, heart_data, tmp_path):
                        "--set", "data.spacing=[]", *TINY_UNET,
                        "--set", "augmentation.patch_size=[32,32,32]", "--resume")
     assert code == 2
-    one_line_error(err, "checkpoint not found")
+    one_line_error(err, "--resume: no run to continue")
 
 
 def test_module_entry_point_as_a_process(tmp_path):

@@ -8,20 +8,19 @@ import pytest
 import yaml
 from multimodalseg.errors import UserError
 
-from training.config import TrainingConfig, load_config, parse_override, save_config
+from training.core.config import TrainingConfig, load_config, parse_override, save_config
 
 CONFIGS = sorted((Path(__file__).parents[2] / "training" / "configs").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
 def test_demo_configs_load_and_round_trip(path):
-    if "cascade" in yaml.safe_load(path.read_text()):  # the whole-heart cascade: its own loader, same checks
-        from training.heart_cascade import load_cascade_config
+    from training.core.recipes import resolve
 
-        config, cascade = load_cascade_config(path)
-        assert cascade.localization.enabled and cascade.refinement.enabled and cascade.roi
-    else:
-        config = load_config(path)
+    config = load_config(path)
+    recipe, settings = resolve(config)  # the recipe's own settings are checked too
+    if recipe.name == "cascade":
+        assert settings.localization.enabled and settings.refinement.enabled and settings.roi
     assert path.stem == config.task or path.stem.startswith(f"{config.task}-")  # petmr-brain-paper.yaml
     again = TrainingConfig.from_dict(yaml.safe_load(yaml.safe_dump(config.to_dict())))
     assert again == config

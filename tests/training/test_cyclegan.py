@@ -17,7 +17,8 @@ from multimodalseg.postprocessing.heart import crop_roi, label_centre
 from multimodalseg.tasks import get_task
 from scipy import ndimage as ndi
 
-from training.cyclegan import (
+from training.datasets.mmwhs import find_cases
+from training.whole_heart.cyclegan import (
     CycleGAN,
     CycleGANConfig,
     ImagePool,
@@ -25,12 +26,11 @@ from training.cyclegan import (
     scale_ct,
     scale_mr,
     synthesize_ct,
-    synthetic_count,
     train_cyclegan,
     unscale_ct,
     write_synthetic_cases,
 )
-from training.datasets.mmwhs import find_cases
+from training.whole_heart.synthetic import synthetic_count
 
 ROI_SIZE, ROI_SPACING = 16, 7.0  # 112 mm around the heart: small enough for a few CPU iterations
 TINY_GENERATOR = {"channels": 4, "num_downsampling": 2, "num_blocks": 1}

@@ -13,10 +13,10 @@ import SimpleITK as sitk
 from multimodalseg.errors import UserError
 from multimodalseg.tasks import get_task
 
-from training.config import TrainingConfig
-from training.data import split_cases
+from training.core.config import TrainingConfig
+from training.core.data import split_cases
+from training.core.transforms import PrepareCased
 from training.datasets import check_dataset, find_cases
-from training.transforms import PrepareCased
 
 BT = get_task("brain-tumor")
 

@@ -12,9 +12,9 @@ import yaml
 from monai.utils import set_determinism
 from multimodalseg.tasks import get_task
 
-from training.checkpoint import load_checkpoint
-from training.config import TrainingConfig
-from training.run import fit, make_network, network_spec
+from training.core.checkpoint import load_checkpoint
+from training.core.config import TrainingConfig
+from training.core.supervised import fit, make_network, network_spec
 
 CONFIG = {
     "task": "whole-heart", "name": "ddp", "seed": 3,
@@ -45,7 +45,7 @@ def test_two_gloo_processes_match_one_process(heart_data, tmp_path):
     single = TrainingConfig.from_dict({**CONFIG, "data": {**CONFIG["data"], "root": str(heart_data)}})
     fit(single, tmp_path / "single")
 
-    ddp_state = load_checkpoint(tmp_path / "ddp" / "checkpoints" / "last.pt")
+    ddp_state = load_checkpoint(tmp_path / "ddp" / "supervised" / "checkpoints" / "last.pt")
     one_state = load_checkpoint(tmp_path / "single" / "checkpoints" / "last.pt")
     assert ddp_state["epoch"] == one_state["epoch"] == 2
     for key, value in one_state["model"].items():
@@ -55,10 +55,21 @@ def test_two_gloo_processes_match_one_process(heart_data, tmp_path):
     initial = make_network(network_spec(single, get_task("whole-heart"))).state_dict()
     moved = max(float((one_state["model"][k] - initial[k]).abs().max()) for k in initial)
     assert moved > 1e-2
-    rows = (tmp_path / "ddp" / "metrics.csv").read_text().splitlines()
+    rows = (tmp_path / "ddp" / "supervised" / "metrics.csv").read_text().splitlines()
     assert len(rows) == 3  # one header and one row per epoch: only rank 0 writes logs
     assert ddp_state["best_metric"] == pytest.approx(one_state["best_metric"], abs=1e-4)
     assert ddp_state["best_epoch"] == one_state["best_epoch"]
     ddp_loss = [float(r.split(",")[1]) for r in rows[1:]]
     one_loss = [float(r.split(",")[1]) for r in (tmp_path / "single" / "metrics.csv").read_text().splitlines()[1:]]
     assert ddp_loss == pytest.approx(one_loss, rel=1e-4)
+
+
+def test_recipes_without_ddp_say_so_in_one_line(heart_data, tmp_path, monkeypatch, capsys):
+    from training.core.cli import main
+
+    monkeypatch.setenv("WORLD_SIZE", "2")  # as torchrun sets it; refused before any process group starts
+    code = main(["fit", "--config", "training/configs/whole-heart-cascade.yaml", "--data", str(heart_data),
+                 "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert "stage(s) localization, segmentation, refinement do not support torchrun" in err

@@ -12,9 +12,9 @@ from multimodalseg.inference import Predictor
 from multimodalseg.tasks import get_task
 from training_helpers import one_thread, same_weights, tiny_config
 
-from training.checkpoint import load_checkpoint
-from training.export import export_checkpoint
-from training.run import fit
+from training.core.checkpoint import load_checkpoint
+from training.core.export import export_checkpoint
+from training.core.supervised import fit
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +54,7 @@ def test_export_round_trips_through_load_bundle(heart_checkpoint, tmp_path):
 
 
 def test_validate_command_on_a_checkpoint(heart_checkpoint, heart_data, capsys):
-    from training.cli import main
+    from training.core.cli import main
 
     assert main(["validate", "--checkpoint", str(heart_checkpoint), "--data", str(heart_data),
                  "--device", "cpu"]) == 0

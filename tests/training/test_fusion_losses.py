@@ -12,7 +12,7 @@ from multimodalseg import io
 from multimodalseg.nets.cddfuse import DEMO_CONFIG, CDDFuse, FeatureSplit
 from multimodalseg.phantoms import make_case
 
-from training.fusion_losses import (
+from training.spine.fusion_losses import (
     CDDFuseLoss,
     correlation,
     decomposition_loss,

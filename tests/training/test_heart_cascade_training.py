@@ -1,6 +1,6 @@
-"""Whole-heart cascade training (issue 7): the stage samples use the inference geometry, one command trains the
-localiser, the MAUNet and the SCN and exports one bundle the Predictor runs, and the CycleGAN command's synthetic CT
-cases are mixed into the supervised stage at the configured fraction with the MR label maps."""
+"""Whole-heart cascade training (issue 7): the stage samples use the inference geometry, ``python -m training fit``
+trains the localiser, the MAUNet and the SCN and writes one bundle the Predictor runs, and the CycleGAN stage's
+synthetic CT cases are mixed into the supervised stage at the configured fraction with the MR label maps."""
 
 from __future__ import annotations
 
@@ -18,28 +18,35 @@ from multimodalseg.phantoms import make_case
 from multimodalseg.postprocessing import heart as geometry
 from multimodalseg.tasks import get_task
 
-from training import heart_cascade_data as data
-from training.checkpoint import load_checkpoint
-from training.cyclegan import main as cyclegan_main
-from training.cyclegan import synthetic_id
+from training.core.checkpoint import load_checkpoint
+from training.core.cli import main
+from training.core.config import load_config
+from training.core.recipes import resolve
 from training.datasets import find_cases
-from training.heart_cascade import HeatmapL2Loss, load_cascade_config, split_synthetic
-from training.heart_cascade import main as cascade_main
+from training.whole_heart import cascade_data as data
+from training.whole_heart.cascade import HeatmapL2Loss
+from training.whole_heart.synthetic import mix_synthetic, split_synthetic, synthetic_id
 
 TASK = get_task("whole-heart")
 CONFIG = "training/configs/whole-heart-cascade.yaml"
 TINY = ["train.epochs=1", "train.val_interval=1", "data.val_fraction=0.25", "data.val_cases=[]",
-        "logging.progress=never", "model.config.channels=[4, 8]", "cascade.roi={size: 16, spacing: 10.0}",
-        "cascade.localization.grid={size: 16, spacing: 20.0}", "cascade.localization.network={features: 4, levels: 3}",
-        "cascade.localization.epochs=3", "cascade.refinement.epochs=1",
-        "cascade.refinement.network={local_channels: 4, sc_channels: 4}",
-        "cascade.synthetic.iterations=2", "cascade.synthetic.patch_size=16", "cascade.synthetic.spacing=8.0",
-        "cascade.synthetic.generator={channels: 4, num_downsampling: 2, num_blocks: 1}",
-        "cascade.synthetic.discriminator={channels: 4, num_layers_d: 2}"]
+        "logging.progress=never", "model.config.channels=[4, 8]", "recipe.config.roi={size: 16, spacing: 10.0}",
+        "recipe.config.localization.grid={size: 16, spacing: 20.0}",
+        "recipe.config.localization.network={features: 4, levels: 3}",
+        "recipe.config.localization.epochs=3", "recipe.config.refinement.epochs=1",
+        "recipe.config.refinement.network={local_channels: 4, sc_channels: 4}",
+        "recipe.config.synthetic.iterations=2", "recipe.config.synthetic.patch_size=16",
+        "recipe.config.synthetic.spacing=8.0",
+        "recipe.config.synthetic.generator={channels: 4, num_downsampling: 2, num_blocks: 1}",
+        "recipe.config.synthetic.discriminator={channels: 4, num_layers_d: 2}"]
 
 
 def sets(*items: str) -> list[str]:
     return [arg for item in (*TINY, *items) for arg in ("--set", item)]
+
+
+def fit(*args: str) -> int:
+    return main(["fit", "--config", CONFIG, *args])
 
 
 @pytest.fixture(scope="module")
@@ -84,9 +91,10 @@ def test_heatmap_l2_is_payers_half_sum_per_sample():
 @pytest.mark.slow
 def test_one_command_trains_the_stages_and_exports_a_cascade_bundle(heart_root, tmp_path):
     out = tmp_path / "run"
-    assert cascade_main(["--config", CONFIG, "--data", str(heart_root), "--out", str(out), *sets()]) == 0
+    assert fit("--data", str(heart_root), "--out", str(out), *sets()) == 0
     summary = json.loads((out / "summary.json").read_text())
-    bundle = load_bundle(summary["bundle"], task=TASK.id)
+    assert summary["recipe"] == "cascade" and list(summary["stages"]) == ["localization", "segmentation", "refinement"]
+    bundle = load_bundle(out / summary["bundle"], task=TASK.id)
     meta = bundle.meta
     assert meta["network"]["name"] == "heart_cascade" and meta["conditional_modality"] is True
     assert meta["cascade"]["roi"] == {m: {"size": 16, "spacing": 10.0} for m in ("ct", "mr")}
@@ -95,7 +103,7 @@ def test_one_command_trains_the_stages_and_exports_a_cascade_bundle(heart_root, 
     with open(out / "localization" / "metrics.csv") as f:
         losses = [float(r["train_loss"]) for r in csv.DictReader(f)]
     assert len(losses) == 3 and losses[-1] < losses[0]
-    assert summary["localization_error_mm"]["mean"] >= 0
+    assert summary["stages"]["localization"]["localization_error_mm"]["mean"] >= 0
     # The SCN trained on the frozen MAUNet: the bundle's MAUNet is the segmentation stage's, unchanged.
     maunet = load_checkpoint(out / "segmentation" / "checkpoints" / "best.pt")["model"]
     assert all(torch.equal(bundle.state_dict[f"roi.maunet.{k}"], v) for k, v in maunet.items())
@@ -106,17 +114,30 @@ def test_one_command_trains_the_stages_and_exports_a_cascade_bundle(heart_root, 
     result = Predictor(bundle, "cpu", modality="ct").predict({"image": fresh.images["image"]})
     assert io.same_geometry(result.labels, fresh.images["image"])
     assert result.report["settings"]["cascade"]["centre_from"] in ("localization", "body")
-    # A second run into the same folder is refused (resume it instead).
-    assert cascade_main(["--config", CONFIG, "--data", str(heart_root), "--out", str(out), *sets()]) == 2
+    # A second run into the same folder is refused (resume it instead); a resumed finished run retrains nothing.
+    assert fit("--data", str(heart_root), "--out", str(out), *sets()) == 2
+    before = (out / "localization" / "metrics.csv").read_text()
+    assert fit("--data", str(heart_root), "--out", str(out), "--resume", *sets()) == 0
+    assert (out / "localization" / "metrics.csv").read_text() == before
+    again = load_bundle(out / summary["bundle"], task=TASK.id)
+    assert all(torch.equal(again.state_dict[k], v) for k, v in bundle.state_dict.items())
+    # export works on the run: the recipe's bundle under a new id.
+    assert main(["export", "--run", str(out), "-o", str(tmp_path / "whc.pt"), "--id", "whc-test"]) == 0
+    assert load_bundle(tmp_path / "whc.pt").meta["id"] == "whc-test"
 
 
-def test_cyclegan_command_and_the_mixed_training_set(heart_root, tmp_path):
+def test_cyclegan_stage_and_the_mixed_training_set(heart_root, tmp_path):
+    from training.whole_heart.cyclegan import synthesize_dataset
+
     synth = tmp_path / "synth"
-    assert cyclegan_main(["--config", CONFIG, "--data", str(heart_root), "--out", str(synth), *sets()]) == 0
-    written = json.loads((synth / "synthetic.json").read_text())
-    config, cascade = load_cascade_config(CONFIG, TINY)
+    config = load_config(CONFIG)
+    resolve(config)
+    config = config.with_overrides(TINY)
     config.data.root = str(heart_root)
-    from training.data import split_cases
+    _, settings = resolve(config)
+    synthesize_dataset(config, settings.synthetic, synth)
+    written = json.loads((synth / "synthetic.json").read_text())
+    from training.core.data import split_cases
 
     real, synthetic = split_synthetic(find_cases(TASK, heart_root)[1], str(synth), TASK)
     split = split_cases(real, config)
@@ -128,38 +149,49 @@ def test_cyclegan_command_and_the_mixed_training_set(heart_root, tmp_path):
         assert case.modality == "ct" and source.modality == "mr" and source in split.train
         assert np.array_equal(sitk.GetArrayFromImage(io.read_image(case.label, label=True)),
                               sitk.GetArrayFromImage(io.read_image(source.label, label=True)))
-    mixed = data.mix_synthetic(split.train, synthetic, 0.5, seed=0)
+    mixed = mix_synthetic(split.train, synthetic, 0.5, seed=0)
     assert len(mixed) == len(split.train) + int(np.floor(0.5 * n_ct + 0.5))
     assert sum(c.id.startswith("ct_synth_") for c in mixed) == int(np.floor(0.5 * n_ct + 0.5))
-    assert data.mix_synthetic(split.train, synthetic, 0.0, seed=0) == list(split.train)
+    assert mix_synthetic(split.train, synthetic, 0.0, seed=0) == list(split.train)
     with pytest.raises(ValueError, match="synthetic CT cases wanted"):
-        data.mix_synthetic(split.train, synthetic, 2.0, seed=0)
+        mix_synthetic(split.train, synthetic, 2.0, seed=0)
     with pytest.raises(ValueError, match="synthetic CT cases wanted"):  # a validation MR's synthetic CT is not used
-        data.mix_synthetic(split.train, synthetic, 0.5, seed=0,
+        mix_synthetic(split.train, synthetic, 0.5, seed=0,
                            excluded_sources=[written["cases"][c.id] for c in synthetic])
     assert synthetic_id("mr_train_1001") == "ct_synth_mrtrain1001"
 
 
+def test_cyclegan_stage_runs_first_when_configured(heart_root, tmp_path):
+    out = tmp_path / "run"
+    assert fit("--data", str(heart_root), "--out", str(out),
+               *sets("recipe.config.synthetic.train=true", "recipe.config.localization.enabled=false",
+                     "recipe.config.refinement.enabled=false", "recipe.config.evaluate=false")) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert list(summary["stages"]) == ["synthetic", "segmentation"]
+    written = json.loads((out / "synthetic" / "synthetic.json").read_text())
+    assert written["cases"] and set(written["cases"]) <= set(summary["train_cases"])  # mixed into the ROI stage
+    assert load_bundle(out / summary["bundle"]).meta["network"]["config"]["localization"] is None
+
+
 def test_bad_inputs_are_refused_in_one_line(heart_root, tmp_path, capsys):
-    base = ["--config", CONFIG, "--data", str(heart_root)]
+    base = ["--data", str(heart_root)]
     cases = [
-        (cascade_main, [*base, "--out", str(tmp_path / "a"), "--synthetic", str(tmp_path / "none"), *sets()],
+        ([*base, "--out", str(tmp_path / "a"), *sets(f"recipe.config.synthetic.dir={tmp_path / 'none'}")],
          "synthetic CT folder not found"),
-        (cascade_main, [*base, "--out", str(tmp_path / "b"), "--bundle", str(tmp_path / "x.bin"), *sets()],
-         "must end in .pt"),
-        (cascade_main, [*base, "--out", str(tmp_path / "c"),
-                        *sets("cascade.roi={ct: {size: 16, spacing: 10.0}, mr: {size: 24, spacing: 10.0}}")],
+        ([*base, "--out", str(tmp_path / "c"),
+          *sets("recipe.config.roi={ct: {size: 16, spacing: 10.0}, mr: {size: 24, spacing: 10.0}}")],
          "the same for CT and MR"),
-        (cascade_main, [*base, "--out", str(tmp_path / "d"), *sets("cascade.jitter=3")],
-         "unknown config key 'cascade.jitter'"),
-        (cascade_main, ["--config", str(tmp_path / "missing.yaml"), "--data", str(heart_root), "--out",
-                        str(tmp_path / "e")], "config file not found"),
-        (cyclegan_main, ["--config", CONFIG, "--data", str(tmp_path / "empty"), "--out", str(tmp_path / "f")],
-         "no cases found"),
+        ([*base, "--out", str(tmp_path / "d"), *sets("recipe.config.jitter=3")],
+         "unknown config key 'recipe.config.jitter'"),
+        ([*base, "--out", str(tmp_path / "g"), *sets("task=spine")], "trains task whole-heart, not spine"),
+        (["--data", str(tmp_path / "empty"), "--out", str(tmp_path / "f"),
+          *sets("recipe.config.synthetic.train=true")], "no cases found"),
     ]
     (tmp_path / "empty").mkdir()
-    for main, argv, message in cases:
-        assert main(argv) == 2, argv
+    for argv, message in cases:
+        assert fit(*argv) == 2, argv
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
-    assert not (tmp_path / "x.bin").exists() and not (tmp_path / "f" / "synthetic.json").exists()
+    assert main(["fit", "--config", str(tmp_path / "missing.yaml"), "--data", str(heart_root)]) == 2
+    assert "config file not found" in capsys.readouterr().err
+    assert not (tmp_path / "f" / "synthetic" / "synthetic.json").exists()

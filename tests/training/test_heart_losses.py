@@ -6,7 +6,7 @@ import pytest
 import torch
 from monai.losses import DiceFocalLoss, DiceLoss
 
-from training.heart_losses import CycleGANLoss, DiceSoftmaxFocalLoss, dice_softmax_focal
+from training.whole_heart.losses import CycleGANLoss, DiceSoftmaxFocalLoss, dice_softmax_focal
 
 
 def hand_focal(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0) -> torch.Tensor:

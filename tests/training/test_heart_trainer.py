@@ -11,9 +11,9 @@ from multimodalseg.phantoms import make_case
 from multimodalseg.tasks import get_task
 from training_helpers import one_thread, tiny_config
 
-from training.export import export_checkpoint
-from training.heart_trainer import ModalityConditionedTrainer
-from training.run import fit
+from training.core.export import export_checkpoint
+from training.core.supervised import fit
+from training.whole_heart.conditioned import ModalityConditionedTrainer
 
 
 @pytest.fixture()

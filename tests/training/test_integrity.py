@@ -8,7 +8,7 @@ import numpy as np
 import SimpleITK as sitk
 from multimodalseg.tasks import get_task
 
-from training.cli import main
+from training.core.cli import main
 from training.datasets import check_dataset, find_cases
 
 BT = get_task("brain-tumor")

@@ -14,8 +14,8 @@ from multimodalseg import io
 from multimodalseg.nets.mcf import DEMO_CONFIG, MCFNet
 from multimodalseg.phantoms import make_case
 
-from training.mcf import MCFConfig, SliceCase, SliceSampler, config_dict, make_optimizers, mcf_step, train_mcf
-from training.mcf_losses import (
+from training.spine.mcf import MCFConfig, SliceCase, SliceSampler, config_dict, make_optimizers, mcf_step, train_mcf
+from training.spine.mcf_losses import (
     MCFLoss,
     consistency_weight,
     difference_masks,

@@ -16,13 +16,13 @@ from multimodalseg import preprocessing as prep
 from multimodalseg.errors import UserError
 from multimodalseg.tasks import get_task
 
-from training.cli import CONFIG_DIR
-from training.config import load_config
+from training.core.cli import CONFIG_DIR
+from training.core.config import load_config
+from training.core.losses import build_loss
+from training.core.optim import build_optimizer
+from training.core.supervised import make_network, network_spec
+from training.core.transforms import PrepareCased, train_transforms
 from training.datasets import check_dataset, find_cases
-from training.losses import build_loss
-from training.optim import build_optimizer
-from training.run import make_network, network_spec
-from training.transforms import PrepareCased, train_transforms
 
 TASK = get_task("petmr-brain")
 
@@ -105,8 +105,8 @@ def _write_mgz(array_zyx: np.ndarray, path: Path, spacing, origin_lps, dtype) ->
 
 
 def test_handmade_freesurfer_subject_mgz(tmp_path):
-    # aseg.stats order gives the training classes: 17 -> 12, 24 -> 14, 53 -> 27, 85 -> 40, 251 -> 41, 255 -> 45.
-    expected_index = {17: 12, 24: 14, 53: 27, 85: 40, 251: 41, 255: 45}
+    # aseg.mgz value order gives the training classes; cerebral WM and cortex (2, 3, 41, 42) are classes too.
+    expected_index = {17: 14, 24: 16, 53: 31, 85: 40, 251: 41, 255: 45, 2: 1, 3: 2, 41: 21, 42: 22}
     aseg = np.zeros((12, 14, 16), np.int32)
     blocks = {17: (slice(1, 3), slice(1, 4), slice(1, 5)), 53: (slice(1, 3), slice(1, 4), slice(10, 14)),
               24: (slice(5, 7), slice(2, 5), slice(6, 9)), 85: (slice(8, 9), slice(6, 7), slice(7, 9)),
@@ -133,10 +133,8 @@ def test_handmade_freesurfer_subject_mgz(tmp_path):
     for value, index in expected_index.items():
         assert TASK.value_to_index()[value] == index
         assert np.array_equal(indices == index, aseg == value), value  # same voxels: the MGZ geometry is kept
-    for value in (2, 3, 41, 42):  # cerebral white matter and cortex are not among the 45: background
-        assert (indices[aseg == value] == 0).all()
     back = prep.indices_to_values(indices, TASK)
-    assert np.array_equal(back, np.where(np.isin(aseg, (2, 3, 41, 42)), 0, aseg))
+    assert np.array_equal(back, aseg)
 
     aseg[0, 0, 0] = 1000  # not a FreeSurfer aseg value of the table
     _write_mgz(aseg, subject / "mri" / "aseg.mgz", spacing, origin, np.int32)

@@ -14,7 +14,7 @@ from multimodalseg.phantoms import make_case
 from multimodalseg.phantoms.layouts import write_case
 from multimodalseg.tasks import get_task
 
-from training.cli import main as training_main
+from training.core.cli import main as training_main
 
 HEART = get_task("whole-heart")
 CONFIG = {

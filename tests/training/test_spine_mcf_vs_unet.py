@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from multimodalseg.phantoms import make_case, write_case
 
-from training.mcf import MCFConfig
-from training.spine import SPACING, slice_cases, train_mcf_run, train_unet_alone
-from training.spine_data import choose_labelled, load_cases
+from training.spine.data import choose_labelled, load_cases
+from training.spine.mcf import MCFConfig
+from training.spine.runs import SPACING, slice_cases, train_mcf_run, train_unet_alone
 
 
 @pytest.mark.slow

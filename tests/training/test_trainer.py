@@ -8,11 +8,11 @@ from multimodalseg.errors import UserError
 from multimodalseg.tasks import get_task
 from training_helpers import same_weights, tiny_config, weights
 
-from training.checkpoint import load_checkpoint
-from training.evaluation import dice_per_class
-from training.losses import DiceBCELoss, build_loss
-from training.run import fit
-from training.trainer import SupervisedTrainer, resolve_precision
+from training.core.checkpoint import load_checkpoint
+from training.core.evaluation import dice_per_class
+from training.core.losses import DiceBCELoss, build_loss
+from training.core.supervised import fit
+from training.core.trainer import SupervisedTrainer, resolve_precision
 
 
 def test_loss_decreases_and_logs_are_written(heart_data, tmp_path):

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import torch
 
-from training.checkpoint import load_checkpoint
-from training.config import TrainingConfig
+from training.core.checkpoint import load_checkpoint
+from training.core.config import TrainingConfig
 
 
 def tiny_config(task: str, root: Path, **sections) -> TrainingConfig:

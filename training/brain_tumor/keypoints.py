@@ -27,7 +27,7 @@ from scipy import ndimage
 if TYPE_CHECKING:
     from multimodalseg.tasks.spec import TaskSpec
 
-    from training.config import TrainingConfig
+    from training.core.config import TrainingConfig
 
 Score = Literal["coverage", "chamfer"]
 
@@ -215,7 +215,7 @@ KEY_POINT_OPTIONS = ("radii", "iterations", "ratio", "min_points", "score", "see
 
 
 def bsc_target_transforms(config: TrainingConfig, task: TaskSpec) -> tuple[list, list[str]]:
-    """Per-case steps for the BraTS loss with BSC (``training.losses.loss_factory`` hook): the key-point images.
+    """Per-case steps for the BraTS loss with BSC (``training.core.losses.loss_factory`` hook): the key-point images.
 
     Reads ``loss.config.use_bsc`` (default true) and ``loss.config.key_points`` (:data:`KEY_POINT_OPTIONS`;
     ``radii`` one per region, default 2/1/1 voxels for WT/TC/ET). Computed once per case on the whole prepared

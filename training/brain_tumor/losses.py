@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from training.brats_keypoints import bsc_target_transforms
+from training.brain_tumor.keypoints import bsc_target_transforms
 
 WeightType = Literal["square", "simple", "uniform"]
 
@@ -101,7 +101,7 @@ class BoundaryShapeCorrectionLoss(nn.Module):
     boundary locations (half of each ball lies inside the region, half outside). The loss is the mean over the
     (b, r) pairs that have key points; it is 0 for a perfect prediction and when no pair has key points (the
     eps in the numerator makes both exact). Key-point images come from
-    :func:`training.losses.keypoints.key_point_image`.
+    :func:`training.core.losses.keypoints.key_point_image`.
 
     Args:
         sigmoid: apply a sigmoid to the input (region channels). Default True.
@@ -168,10 +168,11 @@ class BratsLoss(nn.Module):
 
 
 def brats_loss(output_kind: str, **config: Any) -> nn.Module:
-    """Factory for ``training.losses.LOSSES`` (``factory(output_kind, **config)``): :class:`BratsLoss`, regions only.
+    """Factory for ``training.core.losses.LOSSES`` (``factory(output_kind, **config)``): :class:`BratsLoss`,
+    regions only.
 
     ``config``: the :class:`BratsLoss` arguments and ``key_points`` (the options of
-    :func:`training.brats_keypoints.bsc_target_transforms`, which builds the key-point images of each case).
+    :func:`training.brain_tumor.keypoints.bsc_target_transforms`, which builds the key-point images of each case).
     """
     if output_kind != "regions":
         raise ValueError(f"the BraTS loss (GDL + BSC) is for region outputs, got output_kind '{output_kind}'")
@@ -180,5 +181,5 @@ def brats_loss(output_kind: str, **config: Any) -> nn.Module:
     return BratsLoss(**config)
 
 
-# The key-point images the BSC term needs ride in the target (training.transforms reads this hook).
+# The key-point images the BSC term needs ride in the target (training.core.transforms reads this hook).
 brats_loss.target_transforms = bsc_target_transforms

@@ -12,11 +12,12 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from multimodalseg.cli import run_command
 from multimodalseg.errors import UserError
 
-CONFIG_DIR = Path(__file__).parent / "configs"
+CONFIG_DIR = Path(__file__).parents[1] / "configs"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the full traceback")
 
-    p = sub.add_parser("fit", parents=[common], help="train a model from a YAML config")
+    p = sub.add_parser("fit", parents=[common], help="train a config's recipe (every stage) into a run folder")
     p.add_argument("--config", required=True,
                    help=f"YAML config (examples: {', '.join(sorted(f.name for f in CONFIG_DIR.glob('*.yaml')))} "
                         f"in {CONFIG_DIR})")
@@ -36,8 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="dataset folder (overrides data.root)")
     p.add_argument("--out", help="run folder (default: runs/NAME)")
     p.add_argument("--init-from", metavar="BUNDLE", help="start from a model bundle's weights (fine-tuning)")
-    p.add_argument("--resume", nargs="?", const="last", metavar="CHECKPOINT",
-                   help="continue a run (default: OUT/checkpoints/last.pt)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out at the stage (and epoch) where it stopped")
+    p.add_argument("--dry-run", action="store_true",
+                   help="check the config and the data, print the recipe (stages, networks, data, augmentation); "
+                        "train nothing")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N (overrides train.device)")
     p.add_argument("--overwrite", action="store_true", help="start over in a folder that holds a run")
     p.set_defaults(func=run_fit)
@@ -47,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--bundle", help="model bundle (.pt with its .sha256)")
     source.add_argument("--checkpoint", help="training checkpoint (exported to a temporary bundle first)")
-    p.add_argument("--data", required=True, help="dataset folder")
+    source.add_argument("--run", help="a run folder of `fit` (its bundle or best checkpoint)")
+    p.add_argument("--data", help="dataset folder (default: the run's data.root)")
     p.add_argument("--layout", default="auto", help="dataset layout (default: detect)")
     p.add_argument("--convention", help="label convention of the dataset's label maps")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
@@ -61,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", parents=[common], help="write a model bundle from a checkpoint")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint", help="a checkpoint file")
-    source.add_argument("--run", help="a run folder: its best checkpoint is exported")
+    source.add_argument("--run", help="a run folder of `fit`: its bundle, else its best checkpoint, is exported")
     p.add_argument("-o", "--out", required=True, help="bundle file (.pt); a .sha256 file is written beside it")
     p.add_argument("--id", dest="model_id", help="model id (default: the config's name)")
     p.add_argument("--version", help="model version (default: the config's)")
@@ -71,9 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check", parents=[common],
                        help="check a dataset (modalities, label values, geometry, readability)")
-    p.add_argument("--task", required=True, help="task id")
-    p.add_argument("--data", required=True, help="dataset folder")
-    p.add_argument("--layout", default="auto", help="dataset layout (default: detect)")
+    p.add_argument("--task", help="task id (default: the run's)")
+    p.add_argument("--data", help="dataset folder (default: the run's data.root)")
+    p.add_argument("--run", help="a run folder of `fit`: its task, data folder, layout and convention")
+    p.add_argument("--layout", default=None, help="dataset layout (default: the run's, else detect)")
     p.add_argument("--convention", help="label convention of the label maps (default: the layout's)")
     p.set_defaults(func=run_check)
     return parser
@@ -84,27 +90,44 @@ def _rank() -> int:
 
 
 def run_fit(args: argparse.Namespace) -> int:
-    from training.config import load_config
+    from training.core.config import load_config
+    from training.core.fit import dry_run, fit_run
 
-    overrides = list(args.overrides)
-    config = load_config(args.config, overrides)
+    config = load_config(args.config)
+    if args.overrides:  # after the recipe filled in its defaults, so every recipe key can be overridden
+        from training.core.recipes import resolve
+
+        resolve(config)
+        config = config.with_overrides(list(args.overrides))
     if args.data:
         config.data.root = args.data
     if args.init_from:
         config.init_from = args.init_from
     if args.device:
         config.train.device = args.device
+    if args.dry_run:
+        print(dry_run(config).format())
+        return 0
     out = Path(args.out) if args.out else Path("runs") / config.name
-
-    from training.run import fit
-
-    result = fit(config, out, resume=args.resume, overwrite=args.overwrite)
+    summary = fit_run(config, out, resume=args.resume, overwrite=args.overwrite)
     if _rank() == 0:
-        best = "n/a" if result.best_metric == float("-inf") else f"{result.best_metric:.4f}"
-        stop = " (early stop)" if result.stopped_early else ""
-        epochs = f"{result.last_epoch} epoch{'s' * (result.last_epoch != 1)}"
-        print(f"trained {epochs}{stop}; best validation Dice {best} at epoch {result.best_epoch}; run folder {out}")
+        print(f"{summary['recipe']}: {_stages_line(summary['stages'])}; run folder {out}"
+              + (f"; bundle {summary['bundle']}" if summary.get("bundle") else ""))
     return 0
+
+
+def _stages_line(stages: dict[str, Any]) -> str:
+    """``supervised: trained 5 epochs (early stop); best validation Dice 0.8123 at epoch 4``, stage by stage."""
+    parts = []
+    for name, entry in stages.items():
+        text = f"{name}: trained"
+        if "last_epoch" in entry:
+            n = entry["last_epoch"]
+            text += f" {n} epoch{'s' * (n != 1)}" + (" (early stop)" if entry.get("stopped_early") else "")
+        if entry.get("best_dice_mean") is not None:
+            text += f"; best validation Dice {entry['best_dice_mean']:.4f} at epoch {entry['best_epoch']}"
+        parts.append(text)
+    return "; ".join(parts)
 
 
 def run_validate(args: argparse.Namespace) -> int:
@@ -112,15 +135,22 @@ def run_validate(args: argparse.Namespace) -> int:
 
     from multimodalseg.tasks import get_task
 
+    from training.core.validate import format_summary, format_validation, pet_role, validate_bundle
     from training.datasets import check_dataset, find_cases
-    from training.validate import format_summary, format_validation, pet_role, validate_bundle
 
     levels = _levels(args.noise_levels)
+    data = args.data or (_run_config(args.run).data.root if args.run else None)
+    if not data:
+        raise UserError("validate needs --data DIR (or --run RUN with data.root)")
     with tempfile.TemporaryDirectory(prefix="mmseg-validate-") as tmp:
         if args.checkpoint:
-            from training.export import export_checkpoint
+            from training.core.export import export_checkpoint
 
             bundle, _ = export_checkpoint(args.checkpoint, Path(tmp) / "checkpoint.pt")
+        elif args.run:
+            from training.core.export import export_run
+
+            bundle, _ = export_run(args.run, Path(tmp) / "run.pt")
         else:
             bundle = Path(args.bundle)
         from multimodalseg.bundles import load_bundle
@@ -128,7 +158,9 @@ def run_validate(args: argparse.Namespace) -> int:
         task = get_task(load_bundle(bundle).task)
         if levels and pet_role(task) is None:
             raise UserError(f"--noise-levels: task {task.id} has no PET input")
-        layout, cases = find_cases(task, args.data, args.layout, convention=args.convention)
+        if load_bundle(bundle).meta.get("kind") == "fusion":
+            raise UserError("a fusion model has no labels to validate against", bundle)
+        layout, cases = find_cases(task, data, args.layout, convention=args.convention)
         report = check_dataset(task, cases, layout)
         if not report.ok:
             print(report.format(), file=sys.stderr)
@@ -158,13 +190,24 @@ def _levels(text: str | None) -> list[float]:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from training.export import export_checkpoint
+    from training.core.export import export_checkpoint, export_run
 
-    checkpoint = Path(args.checkpoint) if args.checkpoint else Path(args.run) / "checkpoints" / "best.pt"
-    path, digest = export_checkpoint(checkpoint, args.out, model_id=args.model_id, version=args.version,
-                                     demo=args.demo)
+    options = {"model_id": args.model_id, "version": args.version, "demo": args.demo}
+    if args.run:
+        path, digest = export_run(args.run, args.out, **options)
+    else:
+        path, digest = export_checkpoint(args.checkpoint, args.out, **options)
     print(f"wrote {path} (sha256 {digest})")
     return 0
+
+
+def _run_config(run: str) -> Any:
+    from training.core.config import load_config
+
+    path = Path(run) / "config.yaml"
+    if not path.is_file():
+        raise UserError("not a run folder of `python -m training fit` (no config.yaml)", run)
+    return load_config(path)
 
 
 def run_check(args: argparse.Namespace) -> int:
@@ -172,8 +215,15 @@ def run_check(args: argparse.Namespace) -> int:
 
     from training.datasets import check_dataset, find_cases
 
-    task = get_task(args.task)
-    layout, cases = find_cases(task, args.data, args.layout, convention=args.convention)
+    config = _run_config(args.run) if args.run else None
+    task_id = args.task or (config.task if config else None)
+    data = args.data or (config.data.root if config else None)
+    if not task_id or not data:
+        raise UserError("check needs --task and --data (or --run RUN)")
+    layout = args.layout or (config.data.layout if config else "auto")
+    convention = args.convention or (config.data.label_convention if config else None)
+    task = get_task(task_id)
+    layout, cases = find_cases(task, data, layout, convention=convention)
     report = check_dataset(task, cases, layout)
     print(report.format())
     report.raise_if_problems()

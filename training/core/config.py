@@ -73,7 +73,7 @@ class ModelConfig:
 
 @dataclass
 class LossConfig:
-    """The loss, by name in ``training.losses.LOSSES`` (softmax or sigmoid chosen from the task's output kind)."""
+    """The loss, by name in ``training.core.losses.LOSSES`` (softmax or sigmoid chosen from the task's output kind)."""
 
     name: str = "dice_ce"
     config: dict[str, Any] = field(default_factory=dict)
@@ -120,6 +120,9 @@ class AugmentationConfig:
             (MONAI ``RandAffined``, 3D UX-Net: 0.1); 0: no scaling.
         scale_prob: probability of that scaling.
         enabled: False: plain random crops only (no flips, intensity changes or rotations).
+        modality_dropout: train for missing inputs (``training.core.modality_dropout``): ``{prob, drop_prob,
+            roles}``, roles default every optional input of the task; the bundle then lists them in
+            ``preprocessing.missing_inputs``. None: off.
     """
 
     patch_size: list[int] | None = None
@@ -136,6 +139,7 @@ class AugmentationConfig:
     scale_range: float = 0.0
     scale_prob: float = 0.5
     enabled: bool = True
+    modality_dropout: dict[str, Any] | None = None
 
 
 @dataclass
@@ -188,6 +192,16 @@ class LoggingConfig:
 
 
 @dataclass
+class RecipeConfig:
+    """What trains this config: a recipe by name (``training.core.recipes.RECIPES``: ``supervised``, ``cascade``,
+    ``mcf``, ``fusion``) and its settings (checked against the recipe's own dataclass: its stages, their networks
+    and schedules). ``--set recipe.config.KEY=VALUE`` overrides them like any other key."""
+
+    name: str = "supervised"
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class TrainingConfig:
     """Everything one training run needs.
 
@@ -198,6 +212,7 @@ class TrainingConfig:
         seed: seeds Python, numpy, torch and every MONAI random transform.
         demo: the model is trained on synthetic phantoms (the catalog shows it).
         init_from: a model bundle whose weights start the run (fine-tuning).
+        recipe: the recipe and its stages (:class:`RecipeConfig`).
     """
 
     task: str = "brain-tumor"
@@ -206,6 +221,7 @@ class TrainingConfig:
     seed: int = 0
     demo: bool = False
     init_from: str | None = None
+    recipe: RecipeConfig = field(default_factory=RecipeConfig)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
@@ -242,7 +258,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
         if not p.is_file():
             raise UserError("config file not found", p)
         try:
-            loaded = yaml.safe_load(p.read_text())
+            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -326,6 +342,12 @@ def _convert(hint: Any, value: Any, key: str, source: str | None) -> Any:
         if value not in args:
             raise UserError(f"config key '{key}' must be one of {', '.join(map(str, args))}, not {value!r}", source)
         return value
+    if origin is tuple:  # fixed-length tuples of the recipes' settings (patch sizes)
+        if not isinstance(value, (list, tuple)) or (args and args[-1] is not Ellipsis and len(value) != len(args)):
+            raise _type_error(key, f"a list of {len(args)} values" if args else "a list", value, source)
+        if args and args[-1] is Ellipsis:
+            return tuple(_convert(args[0], v, f"{key}[{i}]", source) for i, v in enumerate(value))
+        return tuple(_convert(a, v, f"{key}[{i}]", source) for i, (a, v) in enumerate(zip(args, value)))
     if origin is list:
         if not isinstance(value, (list, tuple)):
             raise _type_error(key, "a list", value, source)

@@ -13,10 +13,10 @@ from multimodalseg.errors import UserError
 from multimodalseg.tasks.spec import TaskSpec
 from torch.utils.data import DistributedSampler
 
-from training.config import TrainingConfig
+from training.core.config import TrainingConfig
+from training.core.ddp import DistContext, local_batch_size
+from training.core.transforms import train_transforms, val_transforms
 from training.datasets.base import Case
-from training.ddp import DistContext, local_batch_size
-from training.transforms import train_transforms, val_transforms
 
 
 @dataclass

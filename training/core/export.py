@@ -19,9 +19,10 @@ from multimodalseg.errors import UserError
 from multimodalseg.tasks import get_task
 from multimodalseg.tasks.spec import TaskSpec
 
-from training.checkpoint import load_checkpoint
-from training.config import TrainingConfig
-from training.transforms import network_spacing, patch_size, roi_size
+from training.core.checkpoint import load_checkpoint
+from training.core.config import TrainingConfig
+from training.core.modality_dropout import STAND_IN, droppable_roles
+from training.core.transforms import network_spacing, patch_size, roi_size
 
 
 def bundle_meta(config: TrainingConfig, task: TaskSpec, network: dict[str, Any], metrics: dict[str, Any],
@@ -48,6 +49,9 @@ def bundle_meta(config: TrainingConfig, task: TaskSpec, network: dict[str, Any],
         "metrics": metrics,
         "demo": bool(config.demo),
     }
+    if config.augmentation.modality_dropout:  # segment accepts any subset of these roles, zeros standing in
+        roles = droppable_roles(task, dict(config.augmentation.modality_dropout).get("roles"))
+        meta["preprocessing"]["missing_inputs"] = {role: STAND_IN for role in roles}
     if task.output_kind == "regions":
         meta["regions"] = [{"name": r.name, "labels": list(r.labels)} for r in task.regions]
     return meta
@@ -93,3 +97,36 @@ def export_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, *, 
     except OSError as exc:
         raise UserError(f"cannot write the bundle ({exc.strerror or exc})", dst) from None
     return dst, digest
+
+
+def export_run(run: str | os.PathLike, out: str | os.PathLike, *, model_id: str | None = None,
+               version: str | None = None, demo: bool | None = None) -> tuple[Path, str]:
+    """The bundle of a ``fit`` run folder: the one its recipe assembled (cascade, MCF, fusion), re-saved with the
+    given id/version/demo, else the last stage's best checkpoint exported (supervised)."""
+    import json
+
+    from multimodalseg.bundles import load_bundle
+
+    folder = Path(run)
+    summary_path = folder / "summary.json"
+    if not summary_path.is_file():
+        raise UserError("not a run folder of `python -m training fit` (no summary.json)", folder)
+    summary = json.loads(summary_path.read_text())
+    if summary.get("status") != "done":
+        raise UserError("the run has not finished; continue it with `fit --resume`", folder)
+    if summary.get("bundle"):
+        dst = Path(out)
+        if dst.suffix != ".pt":
+            raise UserError("a model bundle file name must end in .pt", dst)
+        bundle = load_bundle(folder / summary["bundle"])
+        meta = dict(bundle.meta)
+        for key, value in (("id", model_id), ("version", version), ("demo", demo)):
+            if value is not None:
+                meta[key] = value
+        return dst, save_bundle(dst, bundle.state_dict, meta)
+    stages = list((summary.get("stages") or {}).values())
+    checkpoint = stages[-1].get("checkpoint") if stages else None
+    if not checkpoint:
+        raise UserError("the run records no bundle and no checkpoint", folder)
+    path = folder / checkpoint  # recorded relative to the run folder
+    return export_checkpoint(path, out, model_id=model_id, version=version, demo=demo)

@@ -12,7 +12,7 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from training.config import LoggingConfig
+from training.core.config import LoggingConfig
 
 BASE_COLUMNS = ("epoch", "train_loss", "lr", "seconds", "val_dice_mean")
 
@@ -90,3 +90,38 @@ def _cell(value: object) -> object:
     if isinstance(value, float):
         return "" if not math.isfinite(value) else f"{value:.6g}"
     return value
+
+
+class IterationLogger:
+    """``metrics.csv`` (columns from the first row) and ``tensorboard/`` events for iteration loops (CycleGAN,
+    MCF, fusion), whose rows carry their own losses rather than the epoch columns of :class:`RunLogger`."""
+
+    def __init__(self, out_dir: str | os.PathLike, config: LoggingConfig) -> None:
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.csv_path = self.out_dir / "metrics.csv" if config.csv else None
+        self.columns: list[str] | None = None
+        self.writer = None
+        if config.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(log_dir=os.fspath(self.out_dir / "tensorboard"))
+
+    def log(self, iteration: int, row: Mapping[str, float]) -> None:
+        if self.csv_path is not None:
+            if self.columns is None:
+                self.columns = ["iteration", *row]
+                with open(self.csv_path, "w", newline="") as f:
+                    csv.writer(f).writerow(self.columns)
+            with open(self.csv_path, "a", newline="") as f:
+                csv.DictWriter(f, fieldnames=self.columns, extrasaction="ignore").writerow(
+                    {"iteration": iteration, **{k: _cell(v) for k, v in row.items()}})
+        if self.writer is not None:
+            for key, value in row.items():
+                if isinstance(value, (int, float)) and math.isfinite(value):
+                    self.writer.add_scalar(f"train/{key}", value, iteration)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None

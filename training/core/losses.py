@@ -19,12 +19,12 @@ from torch import nn
 
 # name -> "module:attribute"; the attribute is called as ``factory(output_kind, **config)``.
 LOSSES: dict[str, str] = {
-    "dice_ce": "training.losses:dice_ce",
-    "dice": "training.losses:dice",
-    "dice_focal": "training.losses:dice_focal",
-    "generalized_dice_focal": "training.losses:generalized_dice_focal",
-    "brats": "training.brats_losses:brats_loss",
-    "dice_softmax_focal": "training.heart_losses:dice_softmax_focal",
+    "dice_ce": "training.core.losses:dice_ce",
+    "dice": "training.core.losses:dice",
+    "dice_focal": "training.core.losses:dice_focal",
+    "generalized_dice_focal": "training.core.losses:generalized_dice_focal",
+    "brats": "training.brain_tumor.losses:brats_loss",
+    "dice_softmax_focal": "training.whole_heart.losses:dice_softmax_focal",
 }
 
 
@@ -37,7 +37,7 @@ def loss_factory(name: str) -> Any:
     """The factory registered under ``name``.
 
     A factory may carry ``target_transforms(config, task) -> (steps, keys)``: per-case data its loss needs besides
-    the label (e.g. the BSC key points). ``training.transforms`` caches the steps, crops and flips the ``keys``
+    the label (e.g. the BSC key points). ``training.core.transforms`` caches the steps, crops and flips the ``keys``
     with the label and appends their channels to the loss target.
     """
     if name not in LOSSES:

@@ -1,13 +1,17 @@
-"""Assemble a run from its configuration: data, integrity check, network, loss, optimiser, logger, trainer.
+"""The supervised recipe: data, integrity check, network, loss, optimiser, logger, trainer, in one stage.
 
-``fit`` is what ``python -m training fit`` runs; workflow trainers pass their own ``trainer_cls``.
+:func:`fit` trains one supervised stage in a folder (other recipes' stages call it too); :data:`RECIPE` is the
+``supervised`` recipe of ``python -m training fit``. ``recipe.config.trainer`` picks the loop by name
+(:data:`TRAINERS`: ``supervised``, or ``modality_conditioned`` for a ``conditional_modality`` network).
 """
 
 from __future__ import annotations
 
 import copy
+import importlib
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,16 +26,17 @@ from multimodalseg.tasks import get_task
 from multimodalseg.tasks.spec import TaskSpec
 from torch import nn
 
-from training.config import TrainingConfig, save_config
-from training.data import Split, split_cases, train_loader, val_loader
+from training.core.config import TrainingConfig, save_config
+from training.core.data import Split, split_cases, train_loader, val_loader
+from training.core.ddp import DistContext, barrier, init_distributed, shutdown
+from training.core.evaluation import class_names, out_channels
+from training.core.loggers import RunLogger
+from training.core.losses import build_loss
+from training.core.optim import build_optimizer, build_scheduler
+from training.core.recipes import NetworkInfo, Plan, Recipe, RunState, Stage, count_parameters
+from training.core.trainer import FitResult, SupervisedTrainer
+from training.core.transforms import network_spacing, patch_size, train_transforms
 from training.datasets import Case, check_dataset, find_cases
-from training.ddp import DistContext, barrier, init_distributed, shutdown
-from training.evaluation import class_names, out_channels
-from training.loggers import RunLogger
-from training.losses import build_loss
-from training.optim import build_optimizer, build_scheduler
-from training.trainer import FitResult, SupervisedTrainer
-from training.transforms import patch_size
 
 
 def network_spec(config: TrainingConfig, task: TaskSpec, bundle: Bundle | None = None) -> dict[str, Any]:
@@ -164,3 +169,95 @@ def _write_summary(path: Path, config: TrainingConfig, task: TaskSpec, layout: s
         "world_size": ctx.world_size, "device": str(ctx.device), "torch": torch.__version__,
     }
     atomic_write_json(path, summary)
+
+
+# name -> "module:attribute" of a SupervisedTrainer subclass (``recipe.config.trainer``).
+TRAINERS: dict[str, str] = {
+    "supervised": "training.core.trainer:SupervisedTrainer",
+    "modality_conditioned": "training.whole_heart.conditioned:ModalityConditionedTrainer",
+}
+
+
+def trainer_class(name: str) -> type[SupervisedTrainer]:
+    if name not in TRAINERS:
+        raise UserError(f"unknown trainer '{name}' in recipe.config.trainer (known: {', '.join(sorted(TRAINERS))})")
+    module, attr = TRAINERS[name].split(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+@dataclass
+class SupervisedSettings:
+    """``recipe.config`` of the supervised recipe: the loop's name in :data:`TRAINERS`."""
+
+    trainer: str = "supervised"
+
+
+def describe_data(config: TrainingConfig, task: TaskSpec, layout: str, cases: list[Case]) -> list[str]:
+    """Dry-run lines: layout, cases, the split."""
+    split = split_cases(cases, config)
+    modalities = sorted({c.modality for c in cases if c.modality})
+    return [f"{config.data.root}: layout {layout}, {len(cases)} case(s), {sum(c.labelled for c in cases)} labelled"
+            + (f", modalities {', '.join(modalities)}" if modalities else ""),
+            f"split: {len(split.train)} train, {len(split.val)} validation, {len(split.unlabelled)} unlabelled",
+            f"inputs: {', '.join(task.roles)}; spacing {network_spacing(config, task)} mm; "
+            f"patch {patch_size(config, task)}"]
+
+
+def describe_augmentation(transforms: Any) -> list[str]:
+    """The random steps of a MONAI ``Compose``, with their probabilities (what ``--dry-run`` prints)."""
+    from monai.transforms import OneOf, RandomizableTransform
+
+    lines = []
+    for t in getattr(transforms, "transforms", transforms):
+        if isinstance(t, OneOf):
+            lines.append(f"one of {', '.join(type(x).__name__ for x in t.transforms)} "
+                         f"(prob {getattr(t.transforms[0], 'prob', 1.0):g})")
+        elif isinstance(t, RandomizableTransform):
+            lines.append(f"{type(t).__name__} (prob {t.prob:g})")
+        elif type(t).__name__.startswith("Rand"):  # crops: every sample
+            lines.append(type(t).__name__)
+    return lines
+
+
+class SupervisedRecipe(Recipe):
+    """One network trained by the supervised loop (patches, sliding-window validation, DDP through torchrun)."""
+
+    name = "supervised"
+    settings_cls = SupervisedSettings
+    bundle = False
+
+    def check(self, config: TrainingConfig, settings: SupervisedSettings) -> None:
+        cls = trainer_class(settings.trainer)
+        if config.model.config.get("conditional_modality") and not hasattr(cls, "modality_ids"):
+            raise UserError("model.config.conditional_modality needs recipe.config.trainer: modality_conditioned "
+                            "(the network takes each case's modality)")
+
+    def stages(self, config: TrainingConfig, settings: SupervisedSettings) -> list[Stage]:
+        def run(state: RunState) -> dict[str, Any]:
+            folder = state.folder("supervised")
+            last = folder / "checkpoints" / "last.pt"
+            result = fit(state.config, folder, resume="last" if state.resume and last.exists() else None,
+                         overwrite=state.overwrite, trainer_cls=trainer_class(settings.trainer))
+            best = None if result.best_metric == float("-inf") else result.best_metric
+            return {"last_epoch": result.last_epoch, "best_epoch": result.best_epoch, "best_dice_mean": best,
+                    "stopped_early": result.stopped_early, "best_metrics": result.best_metrics,
+                    "checkpoint": "supervised/checkpoints/best.pt"}
+
+        return [Stage("supervised", run, ddp=True, description=f"{settings.trainer} loop, {config.train.epochs} "
+                      f"epochs, batch {config.train.batch_size}, loss {config.loss.name}")]
+
+    def plan(self, config: TrainingConfig, settings: SupervisedSettings) -> Plan:
+        task = get_task(config.task)
+        bundle = load_bundle(config.init_from, task=task.id) if config.init_from else None
+        spec = network_spec(config, task, bundle)
+        layout, cases = load_cases(config, task)
+        try:
+            build_loss(config.loss.name, task.output_kind, **config.loss.config)
+        except (TypeError, ValueError) as exc:
+            raise UserError(f"config: {exc}") from None
+        return Plan(self.name, self.stages(config, settings),
+                    [NetworkInfo("supervised", spec["name"], count_parameters(lambda: make_network(spec)))],
+                    describe_data(config, task, layout, cases), describe_augmentation(train_transforms(config, task)))
+
+
+RECIPE = SupervisedRecipe()

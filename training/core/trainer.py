@@ -13,7 +13,7 @@ override hooks, nnU-Net style, instead of growing this class:
   whatever a subclass must checkpoint (its ``"bundle_meta"`` entry is merged into exported bundle metadata).
 
 Reproducibility: every epoch re-seeds the data order and the random transforms from ``(seed, epoch, rank)``
-(:func:`training.data.seed_epoch`), so a run resumed from a checkpoint continues exactly as an uninterrupted one.
+(:func:`training.core.data.seed_epoch`), so a run resumed from a checkpoint continues exactly as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -34,13 +34,13 @@ from multimodalseg.tasks.spec import TaskSpec
 from torch import nn
 from tqdm.auto import tqdm
 
-from training.checkpoint import load_checkpoint, save_checkpoint, set_rng_state
-from training.config import TrainingConfig
-from training.data import seed_epoch
-from training.ddp import DistContext, all_reduce_mean, broadcast_floats, wrap_model
-from training.evaluation import ValidationResult, sliding_window, validate
-from training.loggers import RunLogger, dice_columns
-from training.transforms import roi_size
+from training.core.checkpoint import load_checkpoint, save_checkpoint, set_rng_state
+from training.core.config import TrainingConfig
+from training.core.data import seed_epoch
+from training.core.ddp import DistContext, all_reduce_mean, broadcast_floats, wrap_model
+from training.core.evaluation import ValidationResult, sliding_window, validate
+from training.core.loggers import RunLogger, dice_columns
+from training.core.transforms import roi_size
 
 
 @dataclass
@@ -77,7 +77,7 @@ class SupervisedTrainer:
         config: the run's configuration (epochs, batch, precision, clipping, validation, patience, seed).
         task: the task (output kind, class names).
         model: the network, ``(B, C, Z, Y, X) -> (B, K, Z, Y, X)`` logits.
-        loss: ``loss(logits, target) -> scalar`` (see ``training.losses``).
+        loss: ``loss(logits, target) -> scalar`` (see ``training.core.losses``).
         optimizer, scheduler: built over ``model``'s parameters; scheduler stepped per epoch (may be None).
         out_dir: the run folder (``checkpoints/``, logs).
         logger: CSV/TensorBoard writer (None: no logs).

@@ -8,8 +8,8 @@ Samples are dicts: ``image`` ``(C, Z, Y, X)`` float32, ``label`` ``(1, Z, Y, X)`
 cases), ``id``, ``modality``. :class:`MakeTargetd` turns ``label`` into the loss target: unchanged for exclusive
 labels (softmax), ``(R, Z, Y, X)`` float region masks for region tasks (sigmoid, ``task.regions`` order). A loss
 that needs more per-case data (the BSC key points of the BraTS loss) declares it through its factory's
-``target_transforms`` (``training.losses.loss_factory``): those keys are cached, cropped and flipped with the label,
-and their channels appended to the target.
+``target_transforms`` (``training.core.losses.loss_factory``): those keys are cached, cropped and flipped with the
+label, and their channels appended to the target.
 """
 
 from __future__ import annotations
@@ -42,7 +42,8 @@ from multimodalseg.preprocessing import prepare_case, zyx
 from multimodalseg.tasks import get_task
 from multimodalseg.tasks.spec import TaskSpec
 
-from training.config import TrainingConfig
+from training.core.config import TrainingConfig
+from training.core.modality_dropout import RandModalityDropoutd, droppable_roles
 from training.datasets.base import Case, CaseImage
 
 # Keys a sample keeps after the transforms (the cached foreground indices differ in length between cases and
@@ -120,7 +121,7 @@ class MakeTargetd(MapTransform):
 
 def loss_target_transforms(config: TrainingConfig, task: TaskSpec) -> tuple[list, list[str]]:
     """The loss's extra per-case steps and keys (its factory's ``target_transforms``); none for most losses."""
-    from training.losses import loss_factory
+    from training.core.losses import loss_factory
 
     try:
         hook = getattr(loss_factory(config.loss.name), "target_transforms", None)
@@ -188,6 +189,11 @@ def train_transforms(config: TrainingConfig, task: TaskSpec, *, labelled: bool =
                                       channel_wise=aug.channel_wise),
                   RandShiftIntensityd(keys="image", offsets=aug.intensity_shift, prob=aug.intensity_prob,
                                       channel_wise=aug.channel_wise)]
+    if aug.modality_dropout:  # last among the image steps: a dropped input is exactly zero, as at inference
+        drop = dict(aug.modality_dropout)
+        steps.append(RandModalityDropoutd("image", task.roles, droppable_roles(task, drop.get("roles")),
+                                          prob=float(drop.get("prob", 0.5)),
+                                          drop_prob=float(drop.get("drop_prob", 0.5))))
     steps += [MakeTargetd(task.id, extra_keys), SelectItemsd(keys=KEEP, allow_missing_keys=True),
               EnsureTyped(keys=keys[:2], track_meta=False)]  # the extras now ride in the target
     return Compose(steps)

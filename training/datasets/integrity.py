@@ -83,8 +83,8 @@ def check_dataset(task: TaskSpec, cases: Iterable[Case], layout: str = "") -> In
 
 def check_case(task: TaskSpec, case: Case) -> list[Problem]:
     problems = [Problem(case.id, _path(case.folder), note) for note in case.notes]
-    for spec in task.inputs:
-        if spec.required and spec.role not in case.images:
+    for spec in task.inputs:  # a training case needs every input, optional ones too (dropout simulates missing ones)
+        if spec.role not in case.images:
             problems.append(Problem(case.id, _path(case.folder), f"missing {spec.title} image ({spec.role})"))
     images: dict[str, sitk.Image] = {}
     cache: dict = {}

@@ -8,7 +8,7 @@ patches). Stage I (the first ``stage_one_fraction`` of the iterations, 40 % as C
 encoder and decoder as an auto-encoder per modality; stage II adds the fusion layers. Four Adam optimisers
 (encoder, decoder, base fusion, detail fusion), gradient-norm clipping 0.01 per module, the learning rate halved
 every ``lr_step`` iterations (CDDFuse: every 20 epochs) down to ``lr_min``; the fusion layers' schedule starts with
-stage II. All in :class:`FusionConfig`; ``training.fusion_losses`` has the losses and the optimisation step.
+stage II. All in :class:`FusionConfig`; ``training.spine.fusion_losses`` has the losses and the optimisation step.
 
 Example:
     >>> model = CDDFuse(2, 1, 1, **DEMO_CONFIG)
@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from multimodalseg.nets.cddfuse import CDDFuse
 
-from training.fusion_losses import CDDFuseLoss, fusion_step, make_optimizers
+from training.spine.fusion_losses import CDDFuseLoss, fusion_step, make_optimizers
 
 
 @dataclass

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from multimodalseg.nets.mcf import MCFNet
 
-from training.mcf_losses import MCFLoss
+from training.spine.mcf_losses import MCFLoss
 
 
 @dataclass

@@ -1,57 +1,40 @@
-"""Spine workflow training: the MCF segmentation bundle, its UNet-alone baseline, and the CDDFuse fusion bundle.
+"""Spine training runs: the MCF segmentation pair, its UNet-alone baseline, the CDDFuse fusion network, and the
+metadata of their bundles (what the ``mcf`` and ``fusion`` recipes of :mod:`training.spine.recipes` call).
 
-Commands (``python -m training.spine --help``)::
-
-    python -m training.spine mcf --data DIR --out spine-mcf.pt [--labelled-fraction 0.2] [--val-data DIR]
-                                 [--compare-unet] [--summary JSON]
-    python -m training.spine fusion --data DIR --out spine-fusion.pt
-
-Both read a spine dataset folder (``case_NNN/{ct,mr,label}.nii.gz`` plus an optional ``mr_to_ct.tfm``;
-``training.spine_data``) and write a model bundle the predictor loads (``multimodalseg.bundles.save_bundle``).
-The supervised trainer of ``python -m training fit`` works on 3D patches of labelled cases through MONAI loaders
-and validates by 3D sliding window; MCF needs 2D slices, unlabelled batches and two optimisers, and the fusion
-network two stages and four optimisers, so these loops live in ``training.mcf`` and ``training.fusion`` and are
-driven from here.
+The spine loops work on 2D slices of prepared volumes (:mod:`training.spine.data`): MCF needs unlabelled batches
+and two optimisers (:mod:`training.spine.mcf`), the fusion network two stages and four optimisers
+(:mod:`training.spine.fusion`), so they are not the core's supervised loop.
 
 The MCF bundle's network returns both subnets' logits along the channels (``output="concat"``) and declares
 ``inference.members = ["unet", "vnet"]``: the predictor averages the members' softmax for the labels and keeps
-each member's argmax for the disagreement map. ``--compare-unet`` also trains the UNet subnet alone on the
-labelled cases (same initial weights, iterations, batch, optimiser and seed) and reports both Dice scores.
+each member's argmax for the disagreement map. The UNet-alone baseline trains the UNet subnet on the labelled
+cases only (same initial weights, iterations, batch, optimiser and seed).
 """
 
 from __future__ import annotations
 
-import argparse
 import datetime
-import json
-import sys
 import time
-import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from monai.losses import DiceLoss
-from multimodalseg.bundles import save_bundle
-from multimodalseg.errors import UserError
-from multimodalseg.fileutil import atomic_write_json
 from multimodalseg.inference.engine import NetworkInput, WindowSettings, predict_probabilities
 from multimodalseg.nets.cddfuse import DEMO_CONFIG as FUSION_DEMO_CONFIG
-from multimodalseg.nets.cddfuse import CDDFuse
 from multimodalseg.nets.mcf import DEMO_CONFIG as MCF_DEMO_CONFIG
 from multimodalseg.nets.mcf import MCFNet
 from multimodalseg.tasks import get_task
 from torch import nn
 
-from training.fusion import FusionConfig, train_fusion
-from training.fusion import config_dict as fusion_config_dict
-from training.mcf import MCFConfig, SliceCase, SliceSampler, train_mcf
-from training.mcf import config_dict as mcf_config_dict
-from training.spine_data import SpineCase, choose_labelled, load_cases
+from training.spine.data import SpineCase
+from training.spine.fusion import FusionConfig
+from training.spine.fusion import config_dict as fusion_config_dict
+from training.spine.mcf import MCFConfig, SliceCase, SliceSampler, train_mcf
+from training.spine.mcf import config_dict as mcf_config_dict
 
 SPACING = (1.6, 1.6, 1.6)  # the phantoms' CT grid; the network grid of the demo bundle (ITK order, mm)
 MEMBERS = ["unet", "vnet"]
@@ -189,126 +172,3 @@ def fusion_bundle_meta(config: FusionConfig, model_id: str, version: str, traini
 
 def _param_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
-
-
-def run_mcf(args: argparse.Namespace) -> int:
-    cases = load_cases(args.data, SPACING, limit=args.limit)
-    val = load_cases(args.val_data, SPACING) if args.val_data else []
-    labelled = choose_labelled(cases, args.labelled_fraction, args.seed)
-    train = slice_cases(cases, labelled)
-    config = MCFConfig(iterations=args.iterations, patch_size=(args.patch, args.patch), lr=args.lr, seed=args.seed,
-                       lr_step=args.lr_step)
-    print(f"MCF: {len(labelled)} labelled ({', '.join(labelled)}), {len(cases) - len(labelled)} unlabelled, "
-          f"{config.iterations} iterations", file=sys.stderr)
-    mcf = train_mcf_run(train, val, config)
-    print(f"MCF trained in {mcf.seconds:.0f} s; validation Dice {mcf.dice}", file=sys.stderr)
-    summary: dict[str, Any] = {"labelled_cases": labelled, "unlabelled_cases": [c.id for c in cases
-                                                                               if c.id not in labelled],
-                               "validation_cases": [c.id for c in val], "mcf": {"seconds": round(mcf.seconds, 1),
-                                                                                "dice": mcf.dice}}
-    if args.compare_unet:
-        unet = train_unet_alone(train, val, config)
-        print(f"UNet alone trained in {unet.seconds:.0f} s; validation Dice {unet.dice}", file=sys.stderr)
-        summary["unet_alone"] = {"seconds": round(unet.seconds, 1), "dice": unet.dice}
-    meta = mcf_bundle_meta(config, mcf.model, args.id, args.version, dice=mcf.dice,
-                           training={"labelled_cases": labelled, "cases": len(cases), "seconds": round(mcf.seconds, 1),
-                                     "validation_cases": [c.id for c in val], "parameters": _param_count(mcf.model),
-                                     "threads": torch.get_num_threads(),
-                                     **({"unet_alone_dice": summary["unet_alone"]["dice"]} if args.compare_unet
-                                        else {})})
-    digest = save_bundle(args.out, mcf.model.state_dict(), meta)
-    summary.update({"bundle": str(args.out), "sha256": digest, "bytes": Path(args.out).stat().st_size})
-    if args.summary:
-        atomic_write_json(args.summary, summary)
-    print(json.dumps(summary, indent=2))
-    return 0
-
-
-def run_fusion(args: argparse.Namespace) -> int:
-    from multimodalseg.inference.fusion import scale_inputs
-
-    cases = load_cases(args.data, None, with_labels=False, limit=args.limit)
-    volumes = [scale_inputs(c.ct_hu, c.mr) for c in cases]
-    config = FusionConfig(iterations=args.iterations, batch=args.batch, patch_size=(args.patch, args.patch),
-                          lr=args.lr, lr_step=args.lr_step, seed=args.seed)
-    torch.manual_seed(args.seed)
-    model = CDDFuse(2, 1, 1, **{**FUSION_DEMO_CONFIG, "pad_to": None})
-    t0 = time.perf_counter()
-
-    def log(iteration: int, row: dict[str, float]) -> None:
-        if iteration % 25 == 0 or iteration == config.iterations - 1:
-            print(f"iteration {iteration}: stage {int(row['stage'])} loss {row['loss']:.4f} "
-                  f"({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
-
-    history = train_fusion(model, volumes, config, callback=log)
-    seconds = time.perf_counter() - t0
-    last = history[-min(len(history), 25):]
-    metrics = {"final_loss": round(float(np.mean([r["loss"] for r in last])), 4)} if last else {}
-    meta = fusion_bundle_meta(config, args.id, args.version,
-                              {"cases": [c.id for c in cases], "seconds": round(seconds, 1),
-                               "parameters": _param_count(model), "threads": torch.get_num_threads()}, metrics)
-    digest = save_bundle(args.out, model.state_dict(), meta)
-    summary = {"bundle": str(args.out), "sha256": digest, "bytes": Path(args.out).stat().st_size,
-               "seconds": round(seconds, 1), **metrics}
-    if args.summary:
-        atomic_write_json(args.summary, summary)
-    print(json.dumps(summary, indent=2))
-    return 0
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m training.spine", description=__doc__.split("\n")[0])
-    parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("mcf", help="train the MCF segmentation pair and export a bundle")
-    p.add_argument("--data", required=True, help="spine dataset folder (training cases)")
-    p.add_argument("--val-data", help="spine dataset folder with labelled validation cases")
-    p.add_argument("--out", required=True, type=Path, help="bundle file (.pt)")
-    p.add_argument("--labelled-fraction", type=float, default=0.2, help="share of cases whose labels are used")
-    p.add_argument("--iterations", type=int, default=6000, help="MCF iterations (reference: 6000)")
-    p.add_argument("--patch", type=int, default=64, help="slice patch size (multiple of 16)")
-    p.add_argument("--lr", type=float, default=0.01, help="SGD learning rate (0.01)")
-    p.add_argument("--lr-step", type=int, default=2500, help="lr x 0.1 every N iterations (2500)")
-    p.add_argument("--compare-unet", action="store_true", help="also train the UNet alone on the labelled cases")
-    p.add_argument("--limit", type=int, help="only the first N cases")
-    p.add_argument("--seed", type=int, default=1337)
-    p.add_argument("--id", default="spine-mcf-demo")
-    p.add_argument("--version", default="0.1.0")
-    p.add_argument("--summary", help="write the run summary (Dice, times) as JSON")
-    p.set_defaults(func=run_mcf)
-    p = sub.add_parser("fusion", help="train the CDDFuse fusion network (two stages) and export a bundle")
-    p.add_argument("--data", required=True, help="spine dataset folder (labels not needed)")
-    p.add_argument("--out", required=True, type=Path, help="bundle file (.pt)")
-    p.add_argument("--iterations", type=int, default=3000)
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--patch", type=int, default=128)
-    p.add_argument("--lr", type=float, default=1e-4)
-    p.add_argument("--lr-step", type=int, default=500, help="lr x 0.5 every N iterations")
-    p.add_argument("--limit", type=int, help="only the first N cases")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--id", default="spine-fusion-demo")
-    p.add_argument("--version", default="0.1.0")
-    p.add_argument("--summary", help="write the run summary as JSON")
-    p.set_defaults(func=run_fusion)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if getattr(args, "out", None) is not None and args.out.suffix != ".pt":
-        print(f"training.spine: error: {args.out}: a bundle file name must end in .pt", file=sys.stderr)
-        return 2
-    try:
-        return int(args.func(args) or 0)
-    except UserError as exc:
-        if args.debug:
-            traceback.print_exc()
-        print(f"training.spine {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

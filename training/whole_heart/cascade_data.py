@@ -19,7 +19,6 @@ flipped heart swaps left and right.
 
 from __future__ import annotations
 
-import random
 from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -41,7 +40,6 @@ from multimodalseg.postprocessing import heart as geometry
 from multimodalseg.preprocessing import load_label
 from multimodalseg.tasks import get_task
 
-from training.cyclegan import synthetic_id, synthetic_target
 from training.datasets.base import Case, CaseImage
 
 KEEP = ("id", "modality", "image", "label")
@@ -144,31 +142,3 @@ def stage_transforms(sampler: _Sampler, augment: Sequence[Any] = ()) -> Compose:
     """Loading (cacheable), then the stage's sampler, augmentation, tensors."""
     return Compose([LoadHeartCased(), sampler, *augment, SelectItemsd(keys=KEEP),
                     EnsureTyped(keys=("image", "label"), track_meta=False)])
-
-
-def mix_synthetic(train: Sequence[Case], synthetic: Sequence[Case], fraction: float, seed: int,
-                  excluded_sources: Sequence[str] = ()) -> list[Case]:
-    """The training cases plus ``fraction × real CT training cases`` (rounded half up, ``training.cyclegan.
-    synthetic_target``) synthetic CT cases, a seeded choice.
-
-    Args:
-        train: the real training cases (CT and MR).
-        synthetic: candidate synthetic CT cases (``training.cyclegan.write_synthetic_cases``: ``ct_synth_<id>``,
-            carrying the MR label maps).
-        fraction: the share of the real CT count (paper: 0.5).
-        excluded_sources: case ids (validation MR cases) whose synthetic CT must not be used; matched on the
-            synthetic id (``ct_synth_`` + the alphanumerics of the MR id).
-
-    Raises:
-        ValueError: fewer usable synthetic cases than asked for, or a negative fraction.
-    """
-    if fraction < 0:
-        raise ValueError(f"the synthetic fraction must be >= 0, got {fraction}")
-    n_ct = sum(1 for c in train if c.modality == "ct")
-    wanted = synthetic_target(n_ct, fraction)
-    banned = {synthetic_id(source) for source in excluded_sources}
-    usable = sorted((c for c in synthetic if c.id not in banned), key=lambda c: c.id)
-    if wanted > len(usable):
-        raise ValueError(f"{wanted} synthetic CT cases wanted ({fraction} x {n_ct} real CT) but {len(usable)} usable "
-                         f"in the synthetic folder")
-    return [*train, *random.Random(seed).sample(usable, wanted)]

@@ -5,24 +5,21 @@ its ``modality`` (``ct``/``mr``, from the MM-WHS file names), mapped to the inde
 conditional instance norms select. The exported bundle gets ``conditional_modality: true``, so the predictor
 passes ``--modality`` on (and refuses an input without one).
 
-Run (the CLI's ``fit`` with this trainer)::
-
-    python -m training.heart_trainer --config training/configs/whole-heart.yaml --data DIR --out runs/wh
+The supervised recipe uses it with ``recipe: {name: supervised, config: {trainer: modality_conditioned}}``
+(``training/configs/whole-heart.yaml``); the cascade's MAUNet stages too.
 """
 
 from __future__ import annotations
 
-import argparse
-from collections.abc import Mapping, Sequence
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 from multimodalseg.preprocessing import zyx
 
-from training.evaluation import sliding_window
-from training.trainer import SupervisedTrainer
-from training.transforms import roi_size
+from training.core.evaluation import sliding_window
+from training.core.trainer import SupervisedTrainer
+from training.core.transforms import roi_size
 
 
 class ModalityConditionedTrainer(SupervisedTrainer):
@@ -60,28 +57,3 @@ class ModalityConditionedTrainer(SupervisedTrainer):
 
     def extra_state(self) -> dict[str, Any]:
         return {"bundle_meta": {"conditional_modality": True}}
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    from training.config import load_config
-    from training.run import fit
-
-    p = argparse.ArgumentParser(prog="python -m training.heart_trainer", description=__doc__.splitlines()[0])
-    p.add_argument("--config", required=True)
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--data", required=True)
-    p.add_argument("--out", required=True)
-    p.add_argument("--resume", nargs="?", const="last")
-    p.add_argument("--overwrite", action="store_true")
-    args = p.parse_args(argv)
-    config = load_config(args.config, list(args.overrides))
-    config.data.root = args.data
-    result = fit(config, Path(args.out), resume=args.resume, overwrite=args.overwrite,
-                 trainer_cls=ModalityConditionedTrainer)
-    print(f"trained {result.last_epoch} epochs; best validation Dice {result.best_metric:.4f} at epoch "
-          f"{result.best_epoch}; run folder {args.out}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

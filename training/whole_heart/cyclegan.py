@@ -2,7 +2,7 @@
 
 Unpaired MR and CT volumes are resampled to one isotropic spacing (3 mm, the segmentation ROI's), scaled to
 [-1, 1] (:func:`scale_ct`, :func:`scale_mr`) and cut into random patches; :class:`CycleGANTrainer` alternates the
-generator step (LSGAN + 10·cycle + identity, ``training.heart_losses.CycleGANLoss``) and the discriminator step
+generator step (LSGAN + 10·cycle + identity, ``training.whole_heart.losses.CycleGANLoss``) and the discriminator step
 (on a 50-image history pool), with Adam(2e-4, β = (0.5, 0.999)), constant for the first half of the iterations
 and linearly decaying to 0 over the second (junyanz defaults).
 
@@ -10,7 +10,7 @@ and linearly decaying to 0 over the second (junyanz defaults).
 label map stays valid for it; :func:`write_synthetic_cases` writes ``ct_synth_<id>_image/_label`` files in the
 MM-WHS layout for ``fraction × number of real CT`` (rounded half up) MR cases (paper: 50 %, e.g. 10 synthetic +
 20 real CT), which the supervised trainer then reads as CT cases. :func:`synthesize_dataset` does both for the
-cascade's training split (``python -m training.cyclegan --config whole-heart-cascade.yaml --data DIR --out SYNTH``).
+cascade's training split: the ``synthetic`` stage of the cascade recipe (``recipe.config.synthetic.train: true``).
 """
 
 from __future__ import annotations
@@ -35,7 +35,8 @@ from multimodalseg.nets.cyclegan import (
 )
 from torch import nn
 
-from training.heart_losses import CycleGANLoss
+from training.whole_heart.losses import CycleGANLoss
+from training.whole_heart.synthetic import synthetic_count, synthetic_id
 
 CT_WINDOW_HU = (-1000.0, 1000.0)  # air .. beyond contrast blood and most bone; mapped linearly to [-1, 1]
 MR_PERCENTILES = (0.5, 99.5)  # robust MR range mapped to [-1, 1]
@@ -266,26 +267,6 @@ def synthesize_ct(generator: nn.Module, mr: sitk.Image, *, spacing: float | None
     return sitk.Cast(sitk.Round(synthetic), sitk.sitkInt16)
 
 
-def synthetic_target(n_real_ct: int, fraction: float) -> int:
-    """``fraction × n_real_ct`` rounded half up (1 real CT at 0.5 gives 1, not Python's round-half-even 0)."""
-    if fraction < 0 or n_real_ct < 0:
-        raise ValueError("fraction and counts must be >= 0")
-    return int(math.floor(fraction * n_real_ct + 0.5))
-
-
-def synthetic_count(n_real_ct: int, fraction: float, n_mr: int) -> int:
-    """How many synthetic CTs to add: :func:`synthetic_target`, at most the MR cases available."""
-    if n_mr < 0:
-        raise ValueError("fraction and counts must be >= 0")
-    return min(n_mr, synthetic_target(n_real_ct, fraction))
-
-
-def synthetic_id(mr_case_id: str) -> str:
-    """The MM-WHS case id of the synthetic CT made from MR case ``mr_case_id``: ``ct_synth_`` + its alphanumerics
-    (``mr_train_1001`` -> ``ct_synth_mrtrain1001``), so the layout reader sees a CT case."""
-    return "ct_synth_" + "".join(ch for ch in str(mr_case_id) if ch.isalnum())
-
-
 def write_synthetic_cases(
     generator: nn.Module,
     mr_cases: Sequence[tuple[str, sitk.Image, sitk.Image]],
@@ -328,7 +309,7 @@ def synthesize_dataset(config: Any, synthetic: Any, out: str | Path) -> dict[str
     Args:
         config: the cascade's ``TrainingConfig`` (data root, validation split and seed: the same split as the
             cascade, so no validation MR case is translated).
-        synthetic: its ``cascade.synthetic`` section (``training.heart_cascade.SyntheticConfig``).
+        synthetic: its ``recipe.config.synthetic`` section (``training.whole_heart.settings.SyntheticConfig``).
         out: the synthetic CT folder (MM-WHS layout) with ``cyclegan_g_ct.pt`` (the MR -> CT generator's state
             dict) and ``synthetic.json`` (sources, counts, first and last losses).
     """
@@ -336,8 +317,8 @@ def synthesize_dataset(config: Any, synthetic: Any, out: str | Path) -> dict[str
     from multimodalseg.io import read_image
     from multimodalseg.tasks import get_task
 
-    from training.data import split_cases
-    from training.run import load_cases
+    from training.core.data import split_cases
+    from training.core.supervised import load_cases
 
     task = get_task(config.task)
     _, cases = load_cases(config, task)
@@ -366,40 +347,3 @@ def synthesize_dataset(config: Any, synthetic: Any, out: str | Path) -> dict[str
                "first_losses": history[0], "last_losses": history[-1]}
     atomic_write_json(folder / "synthetic.json", summary)
     return summary
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m training.cyclegan --config CASCADE.yaml --data DIR --out SYNTH``."""
-    import argparse
-
-    from multimodalseg.cli import run_command
-    from multimodalseg.errors import UserError
-
-    def run(args: argparse.Namespace) -> int:
-        from training.heart_cascade import load_cascade_config
-
-        config, cascade = load_cascade_config(args.config, args.overrides)
-        config.data.root = args.data
-        if config.train.threads:
-            torch.set_num_threads(config.train.threads)
-        try:
-            summary = synthesize_dataset(config, cascade.synthetic, args.out)
-        except ValueError as exc:
-            raise UserError(str(exc), args.data) from None
-        first, last = summary["first_losses"]["g_total"], summary["last_losses"]["g_total"]
-        print(f"{len(summary['cases'])} synthetic CT case(s) in {args.out} (generator loss {first:.3f} -> {last:.3f})")
-        return 0
-
-    p = argparse.ArgumentParser(prog="python -m training.cyclegan",
-                                description="Train the MR -> CT CycleGAN and write synthetic CT cases")
-    p.add_argument("--config", required=True, help="the cascade's training YAML (its cascade.synthetic section)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--data", required=True, help="MM-WHS-layout folder of CT and MR cases")
-    p.add_argument("--out", required=True, help="folder for the synthetic CT cases")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
-    p.set_defaults(func=run, command="synthesize")
-    return run_command(p.parse_args(argv), "training")
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

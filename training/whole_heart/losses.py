@@ -55,7 +55,7 @@ class DiceSoftmaxFocalLoss(nn.Module):
 
 
 def dice_softmax_focal(output_kind: str, **config: Any) -> nn.Module:
-    """Factory for ``training.losses.LOSSES`` (labels only: the softmax focal needs exclusive classes)."""
+    """Factory for ``training.core.losses.LOSSES`` (labels only: the softmax focal needs exclusive classes)."""
     if output_kind != "labels":
         raise ValueError(f"dice_softmax_focal needs exclusive labels (softmax), not {output_kind!r}")
     return DiceSoftmaxFocalLoss(**config)

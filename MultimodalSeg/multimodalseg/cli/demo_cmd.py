@@ -79,8 +79,7 @@ def _run_task(task, entry, folder: Path, args: argparse.Namespace) -> dict:
 
     t0 = time.perf_counter()
     modality = task.modalities[0] if task.modalities else None
-    # Registered inputs: the demo shows segmentation; registration has its own command and demo.
-    case = make_case(task.id, args.seed, modality=modality, misregister=False)
+    case = _demo_case(task, entry, args.seed, modality, make_case)
     inputs = {role: io.write_image(image, folder / "inputs" / f"{role}.nii.gz") for role, image in case.images.items()}
     truth_path = io.write_image(case.label, folder / "truth.nii.gz")
     predictor = Predictor(load_model(task.id, entry.id), args.device, modality=case.modality)
@@ -97,6 +96,20 @@ def _run_task(task, entry, folder: Path, args: argparse.Namespace) -> dict:
         row.update({"mean_dice": dice["regions_mean"], "mean_dice_over": "regions", "region_dice": dice["regions"],
                     "label_mean_dice": dice["mean"]})
     return row
+
+
+def _demo_case(task, entry, seed: int, modality, make_case):
+    """A model trained on synthetic data from real anatomy (catalog ``training_data: synthetic``) is shown a
+    ``synth`` case from an anatomy held out of its training; other models their geometric phantom. Inputs are
+    registered: the demo shows segmentation (registration has its own command)."""
+    if entry.training_data == "synthetic":
+        from multimodalseg.synthesis.anatomy import split_anatomy
+        from multimodalseg.synthesis.generate import make_synth_case
+
+        held = split_anatomy(task.id)[1]
+        if held:
+            return make_synth_case(task.id, seed, anatomy=held, modality=modality, misregister=False)
+    return make_case(task.id, seed, modality=modality, misregister=False)
 
 
 def _dice(pred, truth, task) -> tuple[dict, str]:

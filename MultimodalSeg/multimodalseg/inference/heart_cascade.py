@@ -14,7 +14,7 @@ Each grid is per modality, or one ``{"size", "spacing"}`` for all; a missing one
 (``postprocessing.heart.LOCALIZATION_GRID`` / ``ROI_GRID``). ``fallback`` is where the ROI is centred without
 localisation: ``body`` (the centre of the body's bounding box) or ``image``. The intensities of both grids are
 normalised with the bundle's ``preprocessing.normalization`` of the image role, as in training
-(``training.heart_cascade_data``).
+(``training.whole_heart.cascade_data``).
 
 Stages (each switchable at inference, :class:`HeartCascadeRunner` arguments):
 
@@ -35,7 +35,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from contextlib import nullcontext
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 import SimpleITK as sitk
@@ -48,8 +48,20 @@ from multimodalseg.inference.engine import NetworkPass, run_with_fallback
 from multimodalseg.postprocessing import heart as geometry
 from multimodalseg.progress import Stages
 
-if TYPE_CHECKING:
-    from multimodalseg.inference.predictor import Predictor
+
+class PredictorView(Protocol):
+    """What the runner reads of ``multimodalseg.inference.predictor.Predictor`` (described here rather than
+    imported: the predictor finds this runner through its ``RUNNERS`` table, so neither module imports the other)."""
+
+    bundle: Any
+    task: Any
+    meta: dict[str, Any]
+    model: Any
+    device: Any
+    settings: Any
+    schemes: dict[str, str]
+    autocast: Any
+    keep_probabilities: bool
 
 MIN_HEATMAP_PEAK = 0.2
 FALLBACKS = ("body", "image")
@@ -84,7 +96,7 @@ class HeartCascadeRunner:
         UserError: a cascade section the predictor cannot use (another network, several inputs, bad grids).
     """
 
-    def __init__(self, predictor: Predictor, *, localize: bool = True, refine: bool = True,
+    def __init__(self, predictor: PredictorView, *, localize: bool = True, refine: bool = True,
                  fallback: str | None = None) -> None:
         from multimodalseg.nets.heart_cascade import HeartCascade
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import time
 from collections.abc import Mapping
@@ -25,6 +26,7 @@ from multimodalseg.inference.engine import (
     WindowSettings,
     count_windows,
     crop_margin_voxels,
+    mirror_swap,
     predict_probabilities,
     run_with_fallback,
 )
@@ -34,6 +36,11 @@ from multimodalseg.tasks import get_task
 from multimodalseg.tasks.spec import TaskSpec
 
 InputValue = str | os.PathLike | sitk.Image
+
+
+# Bundle metadata section -> "module:attribute" of the runner that replaces the sliding window for it, called as
+# ``runner(predictor, **stage_switches)``. By name, so the predictor imports no workflow module (none imports back).
+RUNNERS: dict[str, str] = {"cascade": "multimodalseg.inference.heart_cascade:HeartCascadeRunner"}
 # Tasks whose paper tests with flip TTA; Predictor(tta=None) turns it on for them on CUDA (CPU: opt-in, 8x slower).
 TTA_ON_GPU: frozenset[str] = frozenset({"brain-tumor"})
 
@@ -194,14 +201,24 @@ class Predictor:
             torch.backends.cudnn.benchmark = True
         self._check_channels(config)
         self.cascade = None
-        if self.meta.get("cascade"):
-            from multimodalseg.inference.heart_cascade import HeartCascadeRunner
-
-            self.cascade = HeartCascadeRunner(self, **dict(cascade or {}))
+        for section, target in RUNNERS.items():  # a bundle that is not one sliding window names its runner
+            if self.meta.get(section):
+                module, attr = target.split(":")
+                self.cascade = getattr(importlib.import_module(module), attr)(self, **dict(cascade or {}))
 
     @classmethod
     def from_model(cls, task_id: str, model: str | os.PathLike | None = None, **options: Any) -> Predictor:
         return cls(load_model(task_id, model), **options)
+
+    def _reduce(self, probs: torch.Tensor) -> torch.Tensor:
+        """Per-voxel reduction of ``(K·members, z, Y, X)`` probabilities for the streamed stitching: the argmax of the
+        (member-averaged) softmax, then each member's argmax, stacked ``(1 + members, z, Y, X)`` (the same values
+        the full-volume path computes)."""
+        dtype = torch.uint8 if self.task.num_classes <= 256 else torch.int16
+        if not self.members:
+            return probs.argmax(0, keepdim=True).to(dtype)
+        member_probs = probs.unflatten(0, (len(self.members), -1))
+        return torch.cat([member_probs.mean(0).argmax(0, keepdim=True).to(dtype), member_probs.argmax(1).to(dtype)])
 
     def _check_channels(self, config: Mapping[str, Any]) -> None:
         expected_out = len(self.task.regions) if self.task.output_kind == "regions" else self.task.num_classes
@@ -247,6 +264,7 @@ class Predictor:
 
         stages.start("load")
         images = prep.load_inputs(task, inputs)
+        missing = self._check_missing(images, stages)
         checks = quality.QualityChecks(task, images, modality or self.modality, stages.emit)  # warnings, never labels
         # The task's report extras check their inputs now (e.g. SUV tags), before the network pass.
         report_extra = extras.prepare(task, inputs, images, {**self.report_options, "progress": stages.update,
@@ -302,6 +320,7 @@ class Predictor:
         report = {
             "task": task.id,
             "inputs": {r: _describe(images[r], paths.get(r)) for r in images},
+            "missing_inputs": missing,
             "reference": task.reference_role,
             "model": {"id": self.bundle.id, "version": str(self.meta.get("version")), "sha256": self.bundle.sha256,
                       "path": os.fspath(self.bundle.path), "network": self.meta["network"]["name"],
@@ -320,6 +339,25 @@ class Predictor:
         }
         result.timings, result.report = timings, report
         return result
+
+    def _check_missing(self, images: Mapping[str, sitk.Image], stages: Stages) -> dict[str, str]:
+        """Optional inputs not given: role -> what stands in for it (``preprocessing.missing_inputs`` of the
+        bundle, which training with modality dropout writes); a bundle without that entry refuses, naming the
+        role. A warning event names the missing inputs."""
+        missing = [r for r in self.task.roles if r not in images]
+        if not missing:
+            return {}
+        allowed = dict((self.meta.get("preprocessing") or {}).get("missing_inputs") or {})
+        refused = [r for r in missing if r not in allowed]
+        if refused:
+            raise UserError(f"model '{self.bundle.id}' needs the {', '.join(refused)} input"
+                            f"{'s' if len(refused) > 1 else ''}: it was not trained to run without "
+                            f"{'them' if len(refused) > 1 else 'it'} (pass --input {refused[0]}=PATH)")
+        stand_in = {r: str(allowed[r]) for r in missing}
+        stages.emit({"event": "warning", "message": "missing input" + ("s " if len(missing) > 1 else " ")
+                     + ", ".join(missing) + ": " + ", ".join(sorted(set(stand_in.values())))
+                     + " stand in for them, as in the model's training with modality dropout"})
+        return stand_in
 
     def _sliding_window(self, raw: np.ndarray, reference: sitk.Image, modality: str | None,
                         modality_index: int | None, stages: Stages) -> NetworkPass:
@@ -354,10 +392,16 @@ class Predictor:
         net = NetworkInput(self.model, activation, modality_index, self.two_d, on_windows, self.channels_last,
                            max(1, len(self.members)))
 
+        members = max(1, len(self.members))
+        mirror = mirror_swap(task, grid.GetDirection(), task.num_classes * members, members)  # TTA flips: L <-> R
+        # Labels only: the engine reduces plane by plane and never holds the whole probability volume (issue 18).
+        reduce = self._reduce if task.output_kind == "labels" and not self.keep_probabilities else None
+
         def run(compute: torch.device, stitch: torch.device) -> torch.Tensor:
             done[0] = 0
             self.model.to(compute)
-            return predict_probabilities(net, array, self.settings, compute, stitch, self.autocast)
+            return predict_probabilities(net, array, self.settings, compute, stitch, self.autocast, mirror=mirror,
+                                         reduce=reduce)
 
         def warn(message: str) -> None:
             stages.emit({"event": "warning", "message": message})
@@ -366,17 +410,22 @@ class Predictor:
 
         stages.start("postprocess")
         member_labels = None
-        if self.members:  # an ensemble: average the members' softmax; keep each member's argmax for the disagreement
-            member_probs = probs.unflatten(0, (len(self.members), -1))
-            member_labels = member_probs.argmax(1).to(torch.uint8).cpu().numpy()
-            probs = member_probs.mean(0)
-            del member_probs
-        if task.output_kind == "regions":
-            prediction = probs.cpu().numpy()
+        if reduce is not None:  # (1 + members, Z, Y, X): the label map, then each member's
+            reduced = probs.cpu().numpy()
+            prediction, member_labels = reduced[0], (reduced[1:] if self.members else None)
+            kept = None
         else:
-            dtype = torch.uint8 if task.num_classes <= 256 else torch.int16
-            prediction = probs.argmax(0).to(dtype).cpu().numpy()  # argmax before any resampling
-        kept = probs.cpu().numpy() if self.keep_probabilities else None
+            if self.members:  # an ensemble: average the members' softmax; keep each member's argmax (disagreement)
+                member_probs = probs.unflatten(0, (len(self.members), -1))
+                member_labels = member_probs.argmax(1).to(torch.uint8).cpu().numpy()
+                probs = member_probs.mean(0)
+                del member_probs
+            if task.output_kind == "regions":
+                prediction = probs.cpu().numpy()
+            else:
+                dtype = torch.uint8 if task.num_classes <= 256 else torch.int16
+                prediction = probs.argmax(0).to(dtype).cpu().numpy()  # argmax before any resampling
+            kept = probs.cpu().numpy() if self.keep_probabilities else None
         del probs
         voxel_ml = float(np.prod(grid.GetSpacing())) / 1000.0
         options = {"threshold": 0.5, "spacing": tuple(grid.GetSpacing()), "voxel_ml": voxel_ml,

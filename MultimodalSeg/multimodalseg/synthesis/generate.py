@@ -289,7 +289,8 @@ def _landmarks(task_id: str, painted: np.ndarray, grid: Grid) -> tuple[list[str]
 
 
 def make_synth_case(task_id: str, seed: int, *, anatomy: tuple[Anatomy, ...] | None = None,
-                    anatomy_dir=None, spacing: float | None = None, modality: str | None = None):
+                    anatomy_dir=None, spacing: float | None = None, modality: str | None = None,
+                    misregister: bool = True):
     """A :class:`~multimodalseg.phantoms.case.PhantomCase` from seed ``seed`` (which also picks the anatomy),
     ready for :func:`multimodalseg.phantoms.layouts.write_case`."""
     from multimodalseg.phantoms.case import PhantomCase
@@ -298,7 +299,7 @@ def make_synth_case(task_id: str, seed: int, *, anatomy: tuple[Anatomy, ...] | N
     rng = np.random.default_rng([int(seed), 14])
     choice = int(rng.integers(len(maps)))
     t0 = time.perf_counter()
-    s = generate(task_id, maps[choice], rng, spacing=spacing, modality=modality)
+    s = generate(task_id, maps[choice], rng, spacing=spacing, modality=modality, misregister=misregister)
     images = {role: s.grids[role].image(np.ascontiguousarray(a)) for role, a in s.images.items()}
     ref = _roles(task_id)[0]
     label = s.grids[ref].image(np.ascontiguousarray(s.label.astype(np.uint16)))

@@ -19,10 +19,12 @@ TASK = TaskSpec(
     title="Brain Tumor (BraTS)",
     description="Glioma sub-regions from four MR sequences; output labels NCR/NET, ED, ET and regions WT, TC, ET.",
     inputs=(
-        InputSpec("flair", "FLAIR", "MR", name_patterns=("flair",)),
-        InputSpec("t1", "T1", "MR", name_patterns=("t1",)),
+        # FLAIR, T1 and T2 may be missing (clinicians often have only T1ce and FLAIR): a bundle trained with
+        # modality dropout says so in ``preprocessing.missing_inputs``; other bundles refuse, naming the role.
+        InputSpec("flair", "FLAIR", "MR", required=False, name_patterns=("flair",)),
+        InputSpec("t1", "T1", "MR", required=False, name_patterns=("t1",)),
         InputSpec("t1ce", "T1 contrast-enhanced", "MR", reference=True, name_patterns=("t1ce", "t1c", "t1gd", "gad")),
-        InputSpec("t2", "T2", "MR", name_patterns=("t2",)),
+        InputSpec("t2", "T2", "MR", required=False, name_patterns=("t2",)),
     ),
     labels=(
         LabelSpec(1, 1, NCR, (255, 64, 64), Terminology(MORPHOLOGICALLY_ALTERED, Code("SCT", "6574001", "Necrosis")),

@@ -1,0 +1,272 @@
+"""The spine recipes of ``python -m training fit``: ``mcf`` (semi-supervised segmentation, METHODS §E.5) and
+``fusion`` (CDDFuse, two stages, METHODS §E.3). Both read a spine dataset folder (``case_NNN/{ct,mr[,label]}``,
+``training.spine.data``) and write their bundle to ``RUN/<name>-<version>.pt``.
+
+- ``mcf``: stage ``mcf`` trains the UNet + VNet pair with ``labelled_fraction`` of the labelled cases' labels
+  (the rest unlabelled); with ``compare_unet`` a stage ``unet_alone`` trains the UNet subnet on the labelled
+  cases only (same start, budget, optimiser and seed) and both Dice scores go into the summary and the bundle.
+- ``fusion``: one stage ``fusion`` running CDDFuse's two phases in one iteration schedule: phase I (auto-encoder
+  per modality, the first ``fusion.stage_one_fraction`` of the iterations), phase II (the fusion layers added).
+
+Their loops run on one process (no DDP). A stage a resumed run had finished is reloaded from
+``RUN/<stage>/checkpoints/last.pt``; an interrupted stage starts over (the iteration loops keep no checkpoint).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from multimodalseg.bundles import save_bundle
+from multimodalseg.errors import UserError
+from multimodalseg.nets.cddfuse import DEMO_CONFIG as FUSION_DEMO_CONFIG
+from multimodalseg.nets.cddfuse import CDDFuse
+from multimodalseg.tasks import get_task
+
+from training.core.checkpoint import load_checkpoint, save_checkpoint
+from training.core.config import TrainingConfig, build_section
+from training.core.loggers import IterationLogger
+from training.core.recipes import NetworkInfo, Plan, Recipe, RunState, Stage, count_parameters
+from training.datasets import check_dataset, find_cases
+from training.spine import runs
+from training.spine.data import choose_labelled, load_cases
+from training.spine.fusion import FusionConfig, train_fusion
+from training.spine.mcf import MCFConfig
+
+
+def _settings(cls: type, values: dict[str, Any], seed: int, key: str) -> Any:
+    """``recipe.config.<key>`` as the loop's dataclass, the config's seed in it."""
+    try:
+        return build_section(cls, {**values, "seed": seed}, f"recipe.config.{key}.", None)
+    except ValueError as exc:
+        raise UserError(f"config recipe.config.{key}: {exc}") from None
+
+
+@dataclass
+class MCFSettings:
+    """``recipe.config`` of ``mcf``: the labelled share, the UNet-alone comparison, data options, MCF's settings
+    (:class:`~training.spine.mcf.MCFConfig`; its ``seed`` is the config's ``seed``)."""
+
+    labelled_fraction: float = 0.2
+    compare_unet: bool = False
+    val_data: str | None = None
+    limit: int | None = None
+    spacing: list[float] = field(default_factory=lambda: list(runs.SPACING))
+    mcf: dict[str, Any] = field(default_factory=lambda: {"iterations": 6000, "patch_size": [64, 64]})
+
+
+@dataclass
+class FusionSettings:
+    """``recipe.config`` of ``fusion``: data options and CDDFuse's settings (:class:`~training.spine.fusion.
+    FusionConfig`; its ``seed`` is the config's ``seed``)."""
+
+    limit: int | None = None
+    fusion: dict[str, Any] = field(default_factory=lambda: {"iterations": 3000, "batch": 8, "patch_size": [128, 128]})
+
+
+def _check_spine(config: TrainingConfig, recipe: str) -> None:
+    if config.task != "spine":
+        raise UserError(f"the {recipe} recipe trains task spine, not {config.task}")
+
+
+def _root(config: TrainingConfig) -> str:
+    if not config.data.root:
+        raise UserError("no dataset folder: give --data DIR or data.root in the config")
+    return config.data.root
+
+
+def _data_lines(config: TrainingConfig, with_labels: bool) -> list[str]:
+    task = get_task("spine")
+    layout, cases = find_cases(task, _root(config), "spine")
+    report = check_dataset(task, cases, layout)
+    if not report.ok:
+        print(report.format(), file=sys.stderr)
+        report.raise_if_problems()
+    labelled = sum(c.labelled for c in cases)
+    return [f"{config.data.root}: layout {layout}, {len(cases)} case(s)"
+            + (f", {labelled} labelled" if with_labels else " (labels not used)")]
+
+
+def _save_stage(run: RunState, stage: str, model: torch.nn.Module, history: list[dict[str, float]]) -> None:
+    folder = run.folder(stage)
+    logger = IterationLogger(folder, run.config.logging)
+    for i, row in enumerate(history):
+        logger.log(i, row)
+    logger.close()
+    save_checkpoint(folder / "checkpoints" / "last.pt", {"model": model.state_dict(), "iteration": len(history)})
+
+
+def _restore(run: RunState, stage: str, model: torch.nn.Module) -> None:
+    path = run.folder(stage) / "checkpoints" / "last.pt"
+    if not path.exists():
+        raise UserError("--resume: the stage is marked done but has no checkpoint", run.folder(stage))
+    model.load_state_dict(load_checkpoint(path)["model"])
+
+
+class MCFRecipe(Recipe):
+    name = "mcf"
+    settings_cls = MCFSettings
+    bundle = True
+
+    def settings(self, config: TrainingConfig) -> MCFSettings:
+        settings = super().settings(config)
+        self.mcf_config(config, settings)  # refuse bad values now
+        return settings
+
+    def check(self, config: TrainingConfig, settings: MCFSettings) -> None:
+        _check_spine(config, self.name)
+
+    def mcf_config(self, config: TrainingConfig, settings: MCFSettings) -> MCFConfig:
+        return _settings(MCFConfig, settings.mcf, config.seed, "mcf")
+
+    def stages(self, config: TrainingConfig, settings: MCFSettings) -> list[Stage]:
+        iterations = settings.mcf.get("iterations")
+        out = [Stage("mcf", self.train_mcf, description=f"UNet + VNet pair, {iterations} iterations, "
+                                                         f"{settings.labelled_fraction:.0%} of the labels")]
+        if settings.compare_unet:
+            out.append(Stage("unet_alone", self.train_unet, description="the UNet subnet on the labelled cases"))
+        return out
+
+    def data(self, run: RunState) -> dict[str, Any]:
+        if "cases" not in run.shared:
+            s = run.settings
+            cases = load_cases(_root(run.config), s.spacing, limit=s.limit)
+            val = load_cases(s.val_data, s.spacing) if s.val_data else []
+            labelled = choose_labelled(cases, s.labelled_fraction, run.config.seed)
+            run.shared.update(cases=cases, val=val, labelled=labelled, train=runs.slice_cases(cases, labelled))
+        return run.shared
+
+    def train_mcf(self, run: RunState) -> dict[str, Any]:
+        d, config = self.data(run), self.mcf_config(run.config, run.settings)
+        done = run.done("mcf")
+        if done is not None:
+            model = runs.build_mcf(config.seed)
+            _restore(run, "mcf", model)
+            run.shared["mcf"] = runs.SegmentationRun(model, done["seconds"], done["dice"], [])
+            return done
+        print(f"MCF: {len(d['labelled'])} labelled ({', '.join(d['labelled'])}), "
+              f"{len(d['cases']) - len(d['labelled'])} unlabelled, {config.iterations} iterations", file=sys.stderr)
+        result = runs.train_mcf_run(d["train"], d["val"], config)
+        _save_stage(run, "mcf", result.model, result.history)
+        run.shared["mcf"] = result
+        return {"seconds": round(result.seconds, 1), "dice": result.dice, "labelled_cases": d["labelled"],
+                "unlabelled_cases": [c.id for c in d["cases"] if c.id not in d["labelled"]],
+                "validation_cases": [c.id for c in d["val"]]}
+
+    def train_unet(self, run: RunState) -> dict[str, Any]:
+        done = run.done("unet_alone")
+        if done is not None:
+            return done
+        d, config = self.data(run), self.mcf_config(run.config, run.settings)
+        result = runs.train_unet_alone(d["train"], d["val"], config)
+        _save_stage(run, "unet_alone", result.model, result.history)
+        return {"seconds": round(result.seconds, 1), "dice": result.dice}
+
+    def plan(self, config: TrainingConfig, settings: MCFSettings) -> Plan:
+        config_mcf = self.mcf_config(config, settings)
+        lines = _data_lines(config, True)
+        if settings.val_data:
+            lines.append(f"validation: {settings.val_data}")
+        lines.append(f"2D slices along axis {config_mcf.axis}, patch {list(config_mcf.patch_size)}, "
+                     f"spacing {settings.spacing} mm")
+        nets = [NetworkInfo("mcf", "mcf (UNet + VNet)", count_parameters(lambda: runs.build_mcf(config.seed)))]
+        aug = [f"random slice crops ({config_mcf.pos_fraction:.0%} on foreground for labelled slices), "
+               "no intensity or spatial augmentation (MCF's reference)"]
+        return Plan(self.name, self.stages(config, settings), nets, lines, aug)
+
+    def finish(self, run: RunState) -> dict[str, Any]:
+        config, mcf = self.mcf_config(run.config, run.settings), run.shared["mcf"]
+        stages = run.summary["stages"]
+        d = self.data(run)
+        training = {"labelled_cases": d["labelled"], "cases": len(d["cases"]), "seconds": round(mcf.seconds, 1),
+                    "validation_cases": [c.id for c in d["val"]], "threads": torch.get_num_threads(),
+                    "parameters": sum(p.numel() for p in mcf.model.parameters())}
+        if "unet_alone" in stages:
+            training["unet_alone_dice"] = stages["unet_alone"]["dice"]
+        meta = runs.mcf_bundle_meta(config, mcf.model, run.config.name, run.config.version, dice=mcf.dice,
+                                    training=training)
+        meta["demo"] = bool(run.config.demo)
+        name = f"{run.config.name}-{run.config.version}.pt"
+        return {"bundle": name, "sha256": save_bundle(run.out / name, mcf.model.state_dict(), meta)}
+
+
+class FusionRecipe(Recipe):
+    name = "fusion"
+    settings_cls = FusionSettings
+    bundle = True
+
+    def settings(self, config: TrainingConfig) -> FusionSettings:
+        settings = super().settings(config)
+        self.fusion_config(config, settings)
+        return settings
+
+    def check(self, config: TrainingConfig, settings: FusionSettings) -> None:
+        _check_spine(config, self.name)
+
+    def fusion_config(self, config: TrainingConfig, settings: FusionSettings) -> FusionConfig:
+        return _settings(FusionConfig, settings.fusion, config.seed, "fusion")
+
+    def stages(self, config: TrainingConfig, settings: FusionSettings) -> list[Stage]:
+        c = self.fusion_config(config, settings)
+        return [Stage("fusion", self.train, description=f"stage I (auto-encoders, {c.stage_one_iterations} "
+                                                         f"iterations) then stage II (fusion layers, "
+                                                         f"{c.iterations - c.stage_one_iterations})")]
+
+    def model(self) -> CDDFuse:
+        return CDDFuse(2, 1, 1, **{**FUSION_DEMO_CONFIG, "pad_to": None})
+
+    def train(self, run: RunState) -> dict[str, Any]:
+        from multimodalseg.inference.fusion import scale_inputs
+
+        config = self.fusion_config(run.config, run.settings)
+        torch.manual_seed(config.seed)
+        model = self.model()
+        run.shared["model"] = model
+        done = run.done("fusion")
+        if done is not None:
+            _restore(run, "fusion", model)
+            return done
+        cases = load_cases(_root(run.config), None, with_labels=False, limit=run.settings.limit)
+        volumes = [scale_inputs(c.ct_hu, c.mr) for c in cases]
+        t0 = time.perf_counter()
+
+        def log(iteration: int, row: dict[str, float]) -> None:
+            if iteration % 25 == 0 or iteration == config.iterations - 1:
+                print(f"iteration {iteration}: stage {int(row['stage'])} loss {row['loss']:.4f} "
+                      f"({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
+
+        history = train_fusion(model, volumes, config, callback=log)
+        seconds = time.perf_counter() - t0
+        _save_stage(run, "fusion", model, history)
+        last = history[-min(len(history), 25):]
+        return {"cases": [c.id for c in cases], "seconds": round(seconds, 1),
+                "final_loss": round(float(np.mean([r["loss"] for r in last])), 4) if last else None}
+
+    def plan(self, config: TrainingConfig, settings: FusionSettings) -> Plan:
+        c = self.fusion_config(config, settings)
+        lines = [*_data_lines(config, False), f"2D slices along axis {c.axis}, patch {list(c.patch_size)}, "
+                                              "CT and MR scaled to [0, 1] as inference scales them"]
+        nets = [NetworkInfo("fusion", "cddfuse", count_parameters(self.model))]
+        aug = [f"random zero-padded slice crops, low-contrast crops (std < {c.min_contrast}) redrawn"]
+        return Plan(self.name, self.stages(config, settings), nets, lines, aug)
+
+    def finish(self, run: RunState) -> dict[str, Any]:
+        config, model = self.fusion_config(run.config, run.settings), run.shared["model"]
+        done = run.summary["stages"]["fusion"]
+        metrics = {"final_loss": done["final_loss"]} if done.get("final_loss") is not None else {}
+        meta = runs.fusion_bundle_meta(config, run.config.name, run.config.version,
+                                       {"cases": done["cases"], "seconds": done["seconds"],
+                                        "parameters": sum(p.numel() for p in model.parameters()),
+                                        "threads": torch.get_num_threads()}, metrics)
+        meta["demo"] = bool(run.config.demo)
+        name = f"{run.config.name}-{run.config.version}.pt"
+        return {"bundle": name, "sha256": save_bundle(Path(run.out) / name, model.state_dict(), meta)}
+
+
+MCF_RECIPE = MCFRecipe()
+FUSION_RECIPE = FusionRecipe()
