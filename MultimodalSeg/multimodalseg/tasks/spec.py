@@ -39,11 +39,17 @@ TISSUE = Code("SCT", "85756007", "Tissue")
 
 @dataclass(frozen=True)
 class Terminology:
-    """SNOMED CT category and type of a segment, with optional laterality modifier."""
+    """SNOMED CT category and type of a segment, with optional laterality modifier.
+
+    ``in_slicer_master_list`` is False where Slicer's DICOM master list
+    (SegmentationCategoryTypeModifier-DICOM-Master.json) has no such (category, type, modifier): Slicer then shows
+    the segment as a custom terminology entry, and DICOM SEG still carries the SNOMED CT codes given here.
+    """
 
     category: Code
     type: Code
     modifier: Code | None = None
+    in_slicer_master_list: bool = True
 
     def slicer_string(self) -> str:
         """The string ``vtkSegment.SetTerminology`` takes (Slicer's segmentations developer guide format)."""

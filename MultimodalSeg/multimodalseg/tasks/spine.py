@@ -16,7 +16,9 @@ TASK = TaskSpec(
         LabelSpec(1, 1, "vertebra", (241, 214, 145),
                   Terminology(ANATOMICAL_STRUCTURE, Code("SCT", "51282000", "Vertebra"))),
         LabelSpec(2, 2, "intervertebral disc", (111, 184, 210),
-                  Terminology(ANATOMICAL_STRUCTURE, Code("SCT", "360499006", "Intervertebral disc"))),
+                  # not in Slicer's DICOM master list (checked): a custom entry in Slicer
+                  Terminology(ANATOMICAL_STRUCTURE, Code("SCT", "360499006", "Intervertebral disc"),
+                              in_slicer_master_list=False)),
     ),
     spacing=(1.0, 1.0, 1.0),
     patch_size=(256, 256, 1),
