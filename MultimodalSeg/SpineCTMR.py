@@ -3,6 +3,7 @@
 import slicer
 from MultimodalSegLib import ModuleText
 from MultimodalSegLib.Logic import TaskLogicMixin
+from MultimodalSegLib.Module import TaskTestMixin, TaskWidgetMixin
 from MultimodalSegLib.Samples import registerSampleData
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
@@ -26,28 +27,12 @@ class SpineCTMR(ScriptedLoadableModule):
         slicer.app.connect("startupCompleted()", lambda: registerSampleData(TASK_ID))
 
 
-class SpineCTMRWidget(ScriptedLoadableModuleWidget):
+class SpineCTMRWidget(TaskWidgetMixin, ScriptedLoadableModuleWidget):
     """The task panel shared by all MultimodalSeg modules (MultimodalSegLib.Panel), built from the task spec."""
-
-    panel = None
 
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
-        from MultimodalSegLib.Panel import TaskPanel
-
-        self.panel = TaskPanel(TASK_ID, self.layout, SpineCTMRLogic())
-
-    def enter(self):
-        if self.panel is not None:
-            self.panel.enter()
-
-    def exit(self):
-        if self.panel is not None:
-            self.panel.exit()
-
-    def cleanup(self):
-        if self.panel is not None:
-            self.panel.cleanup()
+        self.buildPanel(TASK_ID, SpineCTMRLogic())
 
 
 class SpineCTMRLogic(TaskLogicMixin, ScriptedLoadableModuleLogic):
@@ -60,15 +45,6 @@ class SpineCTMRLogic(TaskLogicMixin, ScriptedLoadableModuleLogic):
         TaskLogicMixin.__init__(self)
 
 
-class SpineCTMRTest(ScriptedLoadableModuleTest):
-    def setUp(self):
-        slicer.mrmlScene.Clear()
-
-    def runTest(self):
-        self.setUp()
-        self.test_phantom_segmentation()
-
+class SpineCTMRTest(TaskTestMixin, ScriptedLoadableModuleTest):
     def test_phantom_segmentation(self):
-        from MultimodalSegLib.SelfTest import runTaskSelfTest
-
-        runTaskSelfTest(self, SpineCTMRLogic(), minimumDice=0.80, metric="vertebra")
+        self.runPhantomSelfTest(SpineCTMRLogic(), minimumDice=0.80, metric="vertebra")

@@ -17,7 +17,7 @@ MODULES = ("PETMRBrain", "BrainTumor", "WholeHeart", "SpineCTMR")
 PLAIN = ("Command", "Landmarks", "Models", "ModuleText", "Requirements", "Results", "Runner", "SampleFiles",
          "Settings", "Suv", "TrainingWriter", "Worker")
 # Transforms needs only VTK (pip's vtk in the tests); the others need Slicer.
-SLICER_SIDE = ("Install", "LandmarkPanel", "Logic", "Panel", "Samples", "Scene", "SelfTest", "SlicerProcess",
+SLICER_SIDE = ("Install", "LandmarkPanel", "Logic", "Module", "Panel", "Samples", "Scene", "SelfTest", "SlicerProcess",
                "Transforms")
 
 
@@ -83,4 +83,4 @@ def test_slicer_imports_stay_in_the_slicer_side_files():
 def test_module_files_are_short():
     for module in MODULES:
         lines = (MODULE_DIR / f"{module}.py").read_text().splitlines()
-        assert len(lines) <= 80, f"{module}.py has {len(lines)} lines"  # the work is in MultimodalSegLib.Logic
+        assert len(lines) <= 60, f"{module}.py has {len(lines)} lines"  # the work is in MultimodalSegLib

@@ -93,9 +93,13 @@ def test_kill_ends_the_process_tree(tmp_path):
              "print(c.pid, flush=True)\n"
              "time.sleep(60)\n")
     run = runScript(tmp_path, PRELUDE + f"""
-pids = []
+pids, out = [], bytearray()
+def onStdout(chunk):  # chunks split anywhere (under load the newline can come alone): parse the whole line
+    out.extend(chunk)
+    if out.endswith(b"\\n") and not pids:
+        pids.append(int(out))
 def onStarted(p):
-    p.onStdout = lambda chunk: pids.append(int(chunk))
+    p.onStdout = onStdout
     assert host.wait_until(lambda: pids, 20000), "no grandchild pid"
     p.kill()
 t0 = time.monotonic()
