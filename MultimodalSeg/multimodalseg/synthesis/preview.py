@@ -77,6 +77,7 @@ def sheet(rows: list[tuple[str, np.ndarray]], out: str | Path) -> Path:
 def main(argv=None) -> int:
     import torch
 
+    from multimodalseg.io import read_image
     from multimodalseg.synthesis.generate import make_synth_case
 
     torch.set_num_threads(1)
@@ -92,7 +93,7 @@ def main(argv=None) -> int:
     rows = []
     for spec in args.real:
         label, path = spec.split("=", 1)
-        rows.append((f"real {label}", views(sitk.ReadImage(path), ct=label.startswith("ct"))))
+        rows.append((f"real {label}", views(read_image(path), ct=label.startswith("ct"))))
     for i in range(args.n):
         case = make_synth_case(args.task, args.seed + i, modality=args.modality)
         for role, img in case.images.items():
