@@ -409,6 +409,7 @@ def prepare_case(
     convention: str | None = None,
     crop_margin: int | None = None,
     transforms: Mapping[str, sitk.Transform] | None = None,
+    schemes: Mapping[str, str] | None = None,
 ) -> PreparedCase:
     """Everything above in one call: load, reference grid, optional foreground crop, normalise, spacing.
 
@@ -417,6 +418,8 @@ def prepare_case(
         label: a label map to prepare alongside (nearest neighbour throughout).
         crop_margin: crop to the foreground bounding box grown by this many voxels (reference grid); None: no crop.
         transforms: role -> transform applied while resampling that input (see :func:`to_reference_grid`).
+        schemes: role -> normalisation scheme overriding the task's (a bundle's or training config's
+            ``normalization``; see :func:`normalize_channels`).
     """
     images = load_inputs(task, paths)
     file_paths = {r: p for r, p in paths.items() if not isinstance(p, sitk.Image)}
@@ -427,7 +430,7 @@ def prepare_case(
     if box is not None:
         raw, sub = raw[(slice(None), *box)], crop_image(reference, box)
         lab = lab[box] if lab is not None else None
-    array, grid = to_spacing(normalize_channels(task, raw), sub, spacing)
+    array, grid = to_spacing(normalize_channels(task, raw, schemes), sub, spacing)
     if lab is not None:
         lab = labels_to_grid(lab, sub, grid)
     return PreparedCase(array, grid, reference, box, lab)

@@ -37,7 +37,7 @@ def test_demo_config_is_the_dual_uxnet_at_demo_width():
                                                       **DEMO_CONFIG}}
     assert config.demo and config.loss.name == "dice_ce"
     assert config.loss.config["lambda_dice"] == config.loss.config["lambda_ce"] == 1.0
-    assert config.augmentation.flip_prob == 0.0  # a left-right flip would swap Left-* and Right-* structures
+    assert config.augmentation.flip_prob == 0.5  # nnU-Net's mirroring; left-right flips swap Left-*/Right-*
     net = make_network(spec)
     assert 1.5e6 < sum(p.numel() for p in net.parameters()) < 1.7e6
 

@@ -28,6 +28,36 @@ Precision = Literal["auto", "fp32", "fp16", "bf16"]
 
 
 @dataclass
+class SyntheticConfig:
+    """On-the-fly synthetic training data (``multimodalseg.synthesis``): fresh cases every epoch instead of a folder.
+
+    Args:
+        on_the_fly: draw the training cases from the generator (``training.core.synthetic_source``); validation
+            still reads ``--data`` (all its labelled cases, or ``data.val_cases``). False (default): bank mode,
+            the training cases are the files of ``--data`` (e.g. written before by ``multimodalseg synth``).
+        anatomy: folder of real label maps (``multimodalseg synth --anatomy``); None: the packaged maps. The
+            held-out anatomies (``multimodalseg.synthesis.anatomy.HELD_OUT``) are never drawn.
+        n_per_epoch: cases generated per epoch (each gives ``augmentation.samples_per_case`` patches).
+        seed: seed of the generator (case ``k`` of epoch ``e`` comes from ``(seed, e, k)``); None: the run's seed.
+        spacing: the generator's reference spacing in mm; None: its default per task (2 mm, spine 1.5 mm).
+        modalities: whole heart: the modalities drawn (one per case, at random); empty: all of the task's.
+        misregister: moving inputs (PET, spine MR) get the generator's small rigid misregistration, as the
+            ``synth`` command writes them.
+        exclude: more anatomy names never drawn (e.g. ``[fsaverage, fsaverage_mirror]`` when a benchmark scores
+            fsaverage).
+    """
+
+    on_the_fly: bool = False
+    anatomy: str | None = None
+    n_per_epoch: int = 16
+    seed: int | None = None
+    spacing: float | None = None
+    modalities: list[str] = field(default_factory=list)
+    misregister: bool = True
+    exclude: list[str] = field(default_factory=list)
+
+
+@dataclass
 class DataConfig:
     """Where the cases are and how they are split and prepared.
 
@@ -42,8 +72,13 @@ class DataConfig:
         val_cases: explicit validation case ids (override ``val_fraction``).
         spacing: network spacing in mm, ITK (x, y, z) order; None: the task's; ``[]``: keep the reference's.
         crop_margin: crop to the foreground box grown by this many voxels; None: no crop.
-        cache: keep prepared cases in memory (MONAI ``CacheDataset``).
+        normalization: input role -> scheme of ``multimodalseg.preprocessing.normalize`` (``zscore``,
+            ``zscore_clip``, ``min_max``, ``ct``, ``pet``, ``none``), used in training and written into the
+            bundle's ``preprocessing.normalization`` (the predictor applies the same); roles not named keep the
+            task's scheme. ``{}``: the task's schemes.
+        cache: keep prepared cases in memory (MONAI ``CacheDataset``; bank mode).
         num_workers: DataLoader worker processes.
+        synthetic: on-the-fly synthetic training cases (:class:`SyntheticConfig`); off by default.
     """
 
     root: str | None = None
@@ -54,8 +89,10 @@ class DataConfig:
     val_cases: list[str] = field(default_factory=list)
     spacing: list[float] | None = None
     crop_margin: int | None = None
+    normalization: dict[str, str] = field(default_factory=dict)
     cache: bool = True
     num_workers: int = 0
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
 
 @dataclass
@@ -99,7 +136,11 @@ class SchedulerConfig:
 
 @dataclass
 class AugmentationConfig:
-    """Patch sampling and random augmentation (MONAI dictionary transforms).
+    """Patch sampling and random augmentation (MONAI dictionary transforms, ``training.core.augment``).
+
+    The defaults are nnU-Net's (v2 ``nnUNetTrainer.get_training_transforms``), each step with its own probability
+    per patch, in nnU-Net's order: rotation, scaling, [elastic], noise, blur, brightness, contrast, low
+    resolution, inverted gamma, gamma, mirroring. Paper configs set their paper's own steps instead.
 
     Args:
         patch_size: training patch, ITK (x, y, z) order, voxels; None: the task's.
@@ -109,17 +150,39 @@ class AugmentationConfig:
             nnU-Net's class oversampling) instead of over the foreground voxels (``RandCropByPosNegLabeld``):
             with many labels of very different sizes (45 aseg structures) voxel sampling centres nearly every
             patch on the largest ones.
-        flip_prob: probability of a flip, per axis.
-        intensity_prob: probability of the intensity scale and shift each.
+        rotate_degrees: rotation range in degrees (nnU-Net: 30); 0: no rotation.
+        rotate_prob: probability of a rotation (nnU-Net: 0.2).
+        rotate_mode: ``all_axes``: one ``RandAffined`` turning about all three axes by U(-deg, deg) each
+            (nnU-Net); ``one_plane``: one random plane only (DMFNet's ``RandomRotion``, MONAI ``RandRotated``).
+        scale_range: zoom factors ``[low, high]`` (nnU-Net: [0.7, 1.4]); a single number ``s`` means
+            ``[1 - s, 1 + s]``; 0: no scaling.
+        scale_prob: probability of a scaling (nnU-Net: 0.2).
+        scale_per_axis: False: one factor for all axes (nnU-Net, MONAI ``RandZoomd``); True: an independent
+            factor per axis (``RandAffined``, 3D UX-Net's reference).
+        elastic_prob: probability of an elastic deformation (``Rand3DElasticd``); nnU-Net v2 (and v1's
+            nnUNetTrainerV2) turn it off: 0.
+        elastic_sigma, elastic_magnitude: its smoothing sigma and displacement magnitude ranges in voxels
+            (nnU-Net v1: sigma 9-13, alpha 0-900).
+        noise_prob, noise_std: additive Gaussian noise, sd drawn in [0, noise_std] (``RandGaussianNoised``;
+            nnU-Net: 0.1, 0.1).
+        blur_prob, blur_sigma: Gaussian blur with sigma in ``blur_sigma`` voxels per axis
+            (``RandGaussianSmoothd``; nnU-Net: 0.2, [0.5, 1.0]).
+        brightness_prob, brightness_range: multiplicative brightness, one factor per channel
+            (``RandScaleIntensityd``; nnU-Net: 0.15, [0.75, 1.25]).
+        contrast_prob, contrast_range: contrast about the channel's mean, range preserved
+            (``RandScaleIntensityFixedMeand``; nnU-Net: 0.15, [0.75, 1.25]).
+        lowres_prob, lowres_zoom: simulated low resolution, down by a zoom in ``lowres_zoom`` (nearest) and back up
+            (trilinear) (``RandSimulateLowResolutiond``; nnU-Net: 0.25, [0.5, 1.0]).
+        gamma_prob, gamma_inverted_prob, gamma_range: gamma with the mean and sd retained, and the same on the
+            inverted image (``RandAdjustContrastd`` with ``retain_stats``/``invert_image``; nnU-Net: 0.3, 0.1,
+            [0.7, 1.5]).
+        flip_prob: probability of a mirror, per axis (nnU-Net: 0.5). A mirror along the patient's left-right axis
+            (from the direction matrix) swaps the Left/Right labels (``TaskSpec.lateral_pairs``).
+        intensity_prob: probability of the papers' intensity scale and shift each (DMFNet, 3D UX-Net); 0 (default):
+            off, nnU-Net's brightness/contrast/gamma instead.
         intensity_scale, intensity_shift: factors of ``RandScaleIntensityd`` / ``RandShiftIntensityd``.
-        channel_wise: draw the intensity scale and shift per channel (modality), as DMFNet does.
-        rotate_degrees: rotate each patch by a random angle in [-this, this] degrees in one random plane (DMFNet:
-            10); 0: no rotation.
-        rotate_prob: probability of that rotation.
-        scale_range: random scaling: zoom each patch by an independent factor in [1 - this, 1 + this] per axis
-            (MONAI ``RandAffined``, 3D UX-Net: 0.1); 0: no scaling.
-        scale_prob: probability of that scaling.
-        enabled: False: plain random crops only (no flips, intensity changes or rotations).
+        channel_wise: draw that intensity scale and shift per channel (modality), as DMFNet does.
+        enabled: False: plain random crops only (no spatial or intensity augmentation, no mirroring).
         modality_dropout: train for missing inputs (``training.core.modality_dropout``): ``{prob, drop_prob,
             roles}``, roles default every optional input of the task; the bundle then lists them in
             ``preprocessing.missing_inputs``. None: off.
@@ -129,15 +192,33 @@ class AugmentationConfig:
     samples_per_case: int = 2
     pos_fraction: float | None = 0.5
     balance_classes: bool = False
+    rotate_degrees: float = 30.0
+    rotate_prob: float = 0.2
+    rotate_mode: Literal["all_axes", "one_plane"] = "all_axes"
+    scale_range: float | list[float] = field(default_factory=lambda: [0.7, 1.4])
+    scale_prob: float = 0.2
+    scale_per_axis: bool = False
+    elastic_prob: float = 0.0
+    elastic_sigma: list[float] = field(default_factory=lambda: [9.0, 13.0])
+    elastic_magnitude: list[float] = field(default_factory=lambda: [0.0, 900.0])
+    noise_prob: float = 0.1
+    noise_std: float = 0.1
+    blur_prob: float = 0.2
+    blur_sigma: list[float] = field(default_factory=lambda: [0.5, 1.0])
+    brightness_prob: float = 0.15
+    brightness_range: list[float] = field(default_factory=lambda: [0.75, 1.25])
+    contrast_prob: float = 0.15
+    contrast_range: list[float] = field(default_factory=lambda: [0.75, 1.25])
+    lowres_prob: float = 0.25
+    lowres_zoom: list[float] = field(default_factory=lambda: [0.5, 1.0])
+    gamma_prob: float = 0.3
+    gamma_inverted_prob: float = 0.1
+    gamma_range: list[float] = field(default_factory=lambda: [0.7, 1.5])
     flip_prob: float = 0.5
-    intensity_prob: float = 0.5
+    intensity_prob: float = 0.0
     intensity_scale: float = 0.1
     intensity_shift: float = 0.1
     channel_wise: bool = False
-    rotate_degrees: float = 0.0
-    rotate_prob: float = 1.0
-    scale_range: float = 0.0
-    scale_prob: float = 0.5
     enabled: bool = True
     modality_dropout: dict[str, Any] | None = None
 

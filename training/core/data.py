@@ -1,4 +1,10 @@
-"""From cases to data loaders: train/validation split, MONAI (Cache)Datasets, DDP sampling, per-epoch seeding."""
+"""From cases to data loaders: train/validation split, MONAI (Cache)Datasets, DDP sampling, per-epoch seeding.
+
+Bank mode (default): the training cases are files (``--data``), prepared once and cached. On-the-fly mode
+(``data.synthetic.on_the_fly``): the training cases are generated every epoch
+(:class:`training.core.synthetic_source.SyntheticDataset`) and every labelled case of ``--data`` validates
+(:func:`synthetic_split`).
+"""
 
 from __future__ import annotations
 
@@ -49,6 +55,19 @@ def split_cases(cases: Sequence[Case], config: TrainingConfig) -> Split:
     return Split(train, [c for c in labelled if c.id in val_ids], unlabelled)
 
 
+def synthetic_split(cases: Sequence[Case], config: TrainingConfig) -> Split:
+    """On-the-fly training: no training cases from the folder; its labelled cases (or ``data.val_cases`` of them)
+    validate."""
+    labelled = sorted((c for c in cases if c.labelled), key=lambda c: c.id)
+    if config.data.val_cases:
+        ids = {c.id for c in labelled}
+        unknown = [v for v in config.data.val_cases if v not in ids]
+        if unknown:
+            raise UserError(f"data.val_cases: no labelled case named {', '.join(unknown)}")
+        labelled = [c for c in labelled if c.id in set(config.data.val_cases)]
+    return Split([], labelled, [c for c in cases if not c.labelled])
+
+
 def make_dataset(records: list[dict], transform, cache: bool, num_workers: int) -> Dataset:
     if cache:
         return CacheDataset(records, transform, cache_rate=1.0, num_workers=max(1, num_workers), progress=False)
@@ -57,9 +76,16 @@ def make_dataset(records: list[dict], transform, cache: bool, num_workers: int) 
 
 def train_loader(cases: Sequence[Case], config: TrainingConfig, task: TaskSpec, ctx: DistContext,
                  *, labelled: bool = True, shuffle: bool = True) -> DataLoader:
-    """Patches of ``cases`` for training; each process loads its share of the global batch."""
-    dataset = make_dataset([c.to_record() for c in cases], train_transforms(config, task, labelled=labelled),
-                           config.data.cache, config.data.num_workers)
+    """Patches of ``cases`` for training (on-the-fly synthetic cases instead when ``data.synthetic.on_the_fly``);
+    each process loads its share of the global batch."""
+    transform = train_transforms(config, task, labelled=labelled)
+    if config.data.synthetic.on_the_fly and labelled:
+        from training.core.synthetic_source import SyntheticDataset
+
+        dataset: Dataset = SyntheticDataset(config, task, transform)
+        cases = list(range(len(dataset)))  # for the message below
+    else:
+        dataset = make_dataset([c.to_record() for c in cases], transform, config.data.cache, config.data.num_workers)
     batch = local_batch_size(config.train.batch_size, ctx)
     # A DistributedSampler also in a single process: its seeded permutation, split rank by rank, makes the global
     # batches of 1 and N processes the same cases, so one config trains the same way on any number of processes.
@@ -93,9 +119,13 @@ def seed_epoch(loader: object, seed: int, epoch: int, rank: int = 0) -> None:
 
     Shuffling (the loader's generator or the ``DistributedSampler`` epoch), worker seeds (drawn from the generator)
     and the transforms of an in-process loader all restart from ``(seed, epoch, rank)``, so epoch ``k`` draws
-    the same patches whether or not the run was interrupted before it.
+    the same patches whether or not the run was interrupted before it. A dataset with ``set_epoch`` (on-the-fly
+    synthetic cases) is told the epoch, so it generates that epoch's cases.
     """
     value = epoch_seed(seed, epoch, rank)
+    dataset = getattr(loader, "dataset", None)
+    if hasattr(dataset, "set_epoch"):  # on-the-fly synthetic cases: the epoch's own cases
+        dataset.set_epoch(epoch)
     torch.manual_seed(value)
     np.random.seed(value % (2**32))
     generator = getattr(loader, "generator", None)

@@ -2,7 +2,8 @@
 
 The bundle metadata follows ``multimodalseg/bundles.py``: id, version, task, labels (index, value, name as
 trained), network (registry name and keyword arguments), preprocessing (network spacing, patch size, the
-normalisation scheme per role, the roles in channel order), the training configuration, the validation metrics
+normalisation scheme per role as trained: the task's, overridden by ``data.normalization``; the roles in channel
+order), the training configuration, the validation metrics
 of the exported weights and the ``demo`` flag. Region tasks also record the region channels. A trainer can add
 keys through ``extra_state()["bundle_meta"]`` (e.g. ``{"conditional_modality": True}`` for a network that takes
 the modality).
@@ -22,7 +23,7 @@ from multimodalseg.tasks.spec import TaskSpec
 from training.core.checkpoint import load_checkpoint
 from training.core.config import TrainingConfig
 from training.core.modality_dropout import STAND_IN, droppable_roles
-from training.core.transforms import network_spacing, patch_size, roi_size
+from training.core.transforms import network_spacing, normalization_schemes, patch_size, roi_size
 
 
 def bundle_meta(config: TrainingConfig, task: TaskSpec, network: dict[str, Any], metrics: dict[str, Any],
@@ -39,7 +40,7 @@ def bundle_meta(config: TrainingConfig, task: TaskSpec, network: dict[str, Any],
         "preprocessing": {
             "spacing": network_spacing(config, task),
             "patch_size": patch_size(config, task),
-            "normalization": {spec.role: spec.normalization for spec in task.inputs},
+            "normalization": normalization_schemes(config, task),  # data.normalization over the task's
             "roles": list(task.roles),
             "crop_margin": config.data.crop_margin,
         },

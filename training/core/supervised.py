@@ -27,7 +27,7 @@ from multimodalseg.tasks.spec import TaskSpec
 from torch import nn
 
 from training.core.config import TrainingConfig, save_config
-from training.core.data import Split, split_cases, train_loader, val_loader
+from training.core.data import Split, split_cases, synthetic_split, train_loader, val_loader
 from training.core.ddp import DistContext, barrier, init_distributed, shutdown
 from training.core.evaluation import class_names, out_channels
 from training.core.loggers import RunLogger
@@ -86,7 +86,14 @@ def check_patch(model: nn.Module, in_channels: int, patch_xyz: list[int], device
 
 
 def load_cases(config: TrainingConfig, task: TaskSpec, *, quiet: bool = False) -> tuple[str, list[Case]]:
-    """Find the cases and run the integrity check; the report goes to stderr and problems refuse the run."""
+    """Find the cases and run the integrity check; the report goes to stderr and problems refuse the run.
+    On-the-fly synthetic training without ``--data`` has no cases (and no validation)."""
+    if config.data.synthetic.on_the_fly:
+        from training.core.synthetic_source import training_anatomy
+
+        training_anatomy(task.id, config.data.synthetic)  # a bad anatomy folder fails now, not in epoch 1
+        if not config.data.root:
+            return "synthetic", []
     if not config.data.root:
         raise UserError("no dataset folder: give --data DIR or data.root in the config")
     layout, cases = find_cases(task, config.data.root, config.data.layout, convention=config.data.label_convention,
@@ -126,7 +133,7 @@ def fit(config: TrainingConfig, out_dir: str | os.PathLike, *, resume: str | os.
         if bundle is not None:
             model.load_state_dict(bundle.state_dict, strict=True)
         check_patch(model, len(task.inputs), patch_size(config, task), ctx.device)
-        split = split_cases(cases, config)
+        split = synthetic_split(cases, config) if config.data.synthetic.on_the_fly else split_cases(cases, config)
         train_dl = train_loader(split.train, config, task, ctx)
         # Rank 0 validates alone; the other ranks only need to know that validation happens (an empty loader).
         val_dl = val_loader(split.val, config, task) if ctx.is_main else ([] if split.val else None)
@@ -168,6 +175,9 @@ def _write_summary(path: Path, config: TrainingConfig, task: TaskSpec, layout: s
         "stopped_early": result.stopped_early, "best_metrics": result.best_metrics,
         "world_size": ctx.world_size, "device": str(ctx.device), "torch": torch.__version__,
     }
+    if config.data.synthetic.on_the_fly:
+        summary["synthetic"] = {"on_the_fly": True, "n_per_epoch": config.data.synthetic.n_per_epoch,
+                                "anatomy": config.data.synthetic.anatomy or "packaged"}
     atomic_write_json(path, summary)
 
 
@@ -193,11 +203,22 @@ class SupervisedSettings:
 
 
 def describe_data(config: TrainingConfig, task: TaskSpec, layout: str, cases: list[Case]) -> list[str]:
-    """Dry-run lines: layout, cases, the split."""
-    split = split_cases(cases, config)
+    """Dry-run lines: layout, cases, the split (or the on-the-fly synthetic source)."""
+    synthetic = config.data.synthetic
+    split = synthetic_split(cases, config) if synthetic.on_the_fly else split_cases(cases, config)
     modalities = sorted({c.modality for c in cases if c.modality})
-    return [f"{config.data.root}: layout {layout}, {len(cases)} case(s), {sum(c.labelled for c in cases)} labelled"
-            + (f", modalities {', '.join(modalities)}" if modalities else ""),
+    lines = []
+    if synthetic.on_the_fly:
+        from training.core.synthetic_source import training_anatomy
+
+        maps = training_anatomy(task.id, synthetic)
+        lines.append(f"training: {synthetic.n_per_epoch} synthetic case(s) per epoch, generated on the fly from "
+                     f"{len(maps)} anatomies ({synthetic.anatomy or 'packaged'}; held-out ones never drawn)")
+    if config.data.root:
+        lines.append(f"{config.data.root}: layout {layout}, {len(cases)} case(s), "
+                     f"{sum(c.labelled for c in cases)} labelled"
+                     + (f", modalities {', '.join(modalities)}" if modalities else ""))
+    return [*lines,
             f"split: {len(split.train)} train, {len(split.val)} validation, {len(split.unlabelled)} unlabelled",
             f"inputs: {', '.join(task.roles)}; spacing {network_spacing(config, task)} mm; "
             f"patch {patch_size(config, task)}"]

@@ -2,14 +2,17 @@
 
 The deterministic prefix (:class:`PrepareCased`, padding, foreground indices) is what ``CacheDataset`` caches;
 the random part runs every epoch. :class:`PrepareCased` calls ``multimodalseg.preprocessing.prepare_case``,
-the function inference uses, so a model sees the same arrays in training and in use.
+the function inference uses, so a model sees the same arrays in training and in use. With on-the-fly synthetic
+data (``data.synthetic.on_the_fly``) the prefix starts from ``training.core.synthetic_source.SynthesizeCased``
+instead, and nothing is cached.
 
 Samples are dicts: ``image`` ``(C, Z, Y, X)`` float32, ``label`` ``(1, Z, Y, X)`` training indices (labelled
-cases), ``id``, ``modality``. :class:`MakeTargetd` turns ``label`` into the loss target: unchanged for exclusive
-labels (softmax), ``(R, Z, Y, X)`` float region masks for region tasks (sigmoid, ``task.regions`` order). A loss
-that needs more per-case data (the BSC key points of the BraTS loss) declares it through its factory's
-``target_transforms`` (``training.core.losses.loss_factory``): those keys are cached, cropped and flipped with the
-label, and their channels appended to the target.
+cases), ``id``, ``modality``, and until the target is made ``lateral_axis`` (the array axis along the patient's
+left-right axis, for mirroring with the Left/Right swap, :mod:`training.core.augment`). :class:`MakeTargetd`
+turns ``label`` into the loss target: unchanged for exclusive labels (softmax), ``(R, Z, Y, X)`` float region
+masks for region tasks (sigmoid, ``task.regions`` order). A loss that needs more per-case data (the BSC key points
+of the BraTS loss) declares it through its factory's ``target_transforms`` (``training.core.losses.loss_factory``):
+those keys are cached, cropped and flipped with the label, and their channels appended to the target.
 """
 
 from __future__ import annotations
@@ -25,23 +28,19 @@ from monai.transforms import (
     EnsureTyped,
     FgBgToIndicesd,
     MapTransform,
-    OneOf,
-    RandAffined,
     RandCropByLabelClassesd,
     RandCropByPosNegLabeld,
-    RandFlipd,
-    RandRotated,
-    RandScaleIntensityd,
-    RandShiftIntensityd,
     RandSpatialCropSamplesd,
     SelectItemsd,
     SpatialPadd,
 )
+from multimodalseg.errors import UserError
 from multimodalseg.inference.postprocess import labels_to_regions
-from multimodalseg.preprocessing import prepare_case, zyx
+from multimodalseg.preprocessing import normalize, prepare_case, zyx
 from multimodalseg.tasks import get_task
-from multimodalseg.tasks.spec import TaskSpec
+from multimodalseg.tasks.spec import TaskSpec, lateral_axis
 
+from training.core.augment import LATERAL_KEY, augmentation_steps
 from training.core.config import TrainingConfig
 from training.core.modality_dropout import RandModalityDropoutd, droppable_roles
 from training.datasets.base import Case, CaseImage
@@ -64,6 +63,27 @@ def patch_size(config: TrainingConfig, task: TaskSpec) -> list[int]:
     return list(config.augmentation.patch_size or task.patch_size)
 
 
+# The schemes of ``multimodalseg.preprocessing.normalize`` (for the message of an unknown one).
+SCHEMES = ("zscore", "zscore_clip", "min_max", "ct", "pet", "none")
+
+
+def normalization_schemes(config: TrainingConfig, task: TaskSpec) -> dict[str, str]:
+    """Role -> normalisation scheme: the task's, overridden by ``data.normalization`` (checked: known roles and
+    schemes). What training applies and the bundle records."""
+    schemes = {spec.role: spec.normalization for spec in task.inputs}
+    for role, scheme in dict(config.data.normalization).items():
+        if role not in schemes:
+            raise UserError(f"data.normalization: task {task.id} has no input '{role}' "
+                            f"(inputs: {', '.join(task.roles)})")
+        try:
+            normalize(np.zeros((2, 2, 2), np.float32), str(scheme))
+        except ValueError:
+            raise UserError(f"data.normalization.{role}: unknown scheme '{scheme}' "
+                            f"(known: {', '.join(SCHEMES)})") from None
+        schemes[role] = str(scheme)
+    return schemes
+
+
 def roi_size(config: TrainingConfig, task: TaskSpec) -> list[int]:
     """Sliding-window size, ITK order (the patch size unless configured)."""
     return list(config.validation.roi_size or patch_size(config, task))
@@ -76,21 +96,25 @@ class PrepareCased(MapTransform):
         task_id: the task (its inputs, normalisation and label table).
         spacing: network spacing, ITK order, mm; None: the reference input's.
         crop_margin: crop to the foreground box grown by this many voxels; None: no crop.
+        schemes: role -> normalisation scheme (:func:`normalization_schemes`); None: the task's.
     """
 
-    def __init__(self, task_id: str, spacing: Sequence[float] | None, crop_margin: int | None) -> None:
+    def __init__(self, task_id: str, spacing: Sequence[float] | None, crop_margin: int | None,
+                 schemes: Mapping[str, str] | None = None) -> None:
         super().__init__(keys=("images",))
         self.task_id = task_id
         self.spacing = None if spacing is None else list(spacing)
         self.crop_margin = crop_margin
+        self.schemes = dict(schemes or {})
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         task = get_task(self.task_id)
         case = Case(str(data["id"]), {r: CaseImage(Path(p), c) for r, (p, c) in data["images"].items()})
         prepared = prepare_case(task, case.read_inputs(), spacing=self.spacing, label=data.get("label"),
-                                convention=data.get("convention"), crop_margin=self.crop_margin)
+                                convention=data.get("convention"), crop_margin=self.crop_margin,
+                                schemes=self.schemes)
         out: dict[Hashable, Any] = {"id": data["id"], "modality": data.get("modality") or "",
-                                    "image": prepared.image}
+                                    "image": prepared.image, LATERAL_KEY: lateral_axis(prepared.grid.GetDirection())}
         if prepared.label is not None:
             out["label"] = prepared.label[None]
         return out
@@ -133,20 +157,22 @@ def loss_target_transforms(config: TrainingConfig, task: TaskSpec) -> tuple[list
     return list(steps), list(keys)
 
 
-def _rotation(keys: list[str], label_keys: list[str], degrees: float, prob: float) -> OneOf:
-    """A random angle in [-degrees, degrees] in one random plane (DMFNet's ``RandomRotion``); nearest for labels."""
-    limit = float(np.deg2rad(degrees))
-    mode = ["nearest" if k in label_keys else "bilinear" for k in keys]
-    return OneOf([RandRotated(keys=keys, prob=prob, mode=mode, padding_mode="zeros", **{f"range_{axis}": limit})
-                  for axis in "xyz"])
+def prepare_case_transform(config: TrainingConfig, task: TaskSpec) -> MapTransform:
+    """The first step: read and prepare a case record (bank mode), or generate one (on-the-fly synthesis)."""
+    if config.data.synthetic.on_the_fly:
+        from training.core.synthetic_source import SynthesizeCased
+
+        return SynthesizeCased(task.id, config.data.synthetic, network_spacing(config, task), config.data.crop_margin,
+                               normalization_schemes(config, task))
+    return PrepareCased(task.id, network_spacing(config, task), config.data.crop_margin,
+                        normalization_schemes(config, task))
 
 
 def prepare_transforms(config: TrainingConfig, task: TaskSpec, *, labelled: bool = True) -> list:
     """The deterministic prefix: preparation, padding to the patch, foreground/background voxel indices."""
     roi = zyx(patch_size(config, task))
     keys = ["image", "label"] if labelled else ["image"]
-    out = [PrepareCased(task.id, network_spacing(config, task), config.data.crop_margin),
-           SpatialPadd(keys=keys, spatial_size=roi)]
+    out = [prepare_case_transform(config, task), SpatialPadd(keys=keys, spatial_size=roi)]
     if labelled and config.augmentation.balance_classes:
         out.append(ClassesToIndicesd(keys="label", num_classes=len(task.labels) + 1, indices_postfix="_classes"))
     elif labelled:
@@ -155,8 +181,8 @@ def prepare_transforms(config: TrainingConfig, task: TaskSpec, *, labelled: bool
 
 
 def train_transforms(config: TrainingConfig, task: TaskSpec, *, labelled: bool = True) -> Compose:
-    """Preparation, then per epoch: patches (foreground-biased for labelled cases), rotations, flips, intensity
-    changes."""
+    """Preparation, then per epoch: patches (foreground-biased for labelled cases) and the random augmentation of
+    :func:`training.core.augment.augmentation_steps` (nnU-Net's steps by default; mirroring swaps Left/Right)."""
     aug = config.augmentation
     roi = zyx(patch_size(config, task))
     keys = ["image", "label"] if labelled else ["image"]
@@ -178,17 +204,7 @@ def train_transforms(config: TrainingConfig, task: TaskSpec, *, labelled: bool =
     else:
         steps.append(RandSpatialCropSamplesd(keys=keys, roi_size=roi, num_samples=aug.samples_per_case,
                                              random_size=False))
-    if aug.enabled:
-        if aug.rotate_degrees > 0:
-            steps.append(_rotation(keys, keys[1:], aug.rotate_degrees, aug.rotate_prob))
-        if aug.scale_range > 0:  # random scaling of the patch about its centre; nearest for labels
-            steps.append(RandAffined(keys=keys, prob=aug.scale_prob, scale_range=[aug.scale_range] * len(roi),
-                                     mode=["bilinear"] + ["nearest"] * (len(keys) - 1), padding_mode="zeros"))
-        steps += [RandFlipd(keys=keys, prob=aug.flip_prob, spatial_axis=axis) for axis in range(3)]
-        steps += [RandScaleIntensityd(keys="image", factors=aug.intensity_scale, prob=aug.intensity_prob,
-                                      channel_wise=aug.channel_wise),
-                  RandShiftIntensityd(keys="image", offsets=aug.intensity_shift, prob=aug.intensity_prob,
-                                      channel_wise=aug.channel_wise)]
+    steps += augmentation_steps(aug, task, keys)
     if aug.modality_dropout:  # last among the image steps: a dropped input is exactly zero, as at inference
         drop = dict(aug.modality_dropout)
         steps.append(RandModalityDropoutd("image", task.roles, droppable_roles(task, drop.get("roles")),
@@ -201,6 +217,7 @@ def train_transforms(config: TrainingConfig, task: TaskSpec, *, labelled: bool =
 
 def val_transforms(config: TrainingConfig, task: TaskSpec) -> Compose:
     """Whole prepared volumes for sliding-window validation (no padding: the window pads itself)."""
-    steps = [PrepareCased(task.id, network_spacing(config, task), config.data.crop_margin), MakeTargetd(task.id),
+    steps = [PrepareCased(task.id, network_spacing(config, task), config.data.crop_margin,
+                          normalization_schemes(config, task)), MakeTargetd(task.id),
              SelectItemsd(keys=KEEP, allow_missing_keys=True), EnsureTyped(keys=["image", "label"], track_meta=False)]
     return Compose(steps)

@@ -5,11 +5,15 @@
 2. ``localization``: the heart-centre heatmap on the coarse whole-image grid (32³ at 10 mm CT / 12 mm MR by
    default), target from the labels' centre (σ = 1.5 voxels), Payer's L2 loss (:class:`HeatmapL2Loss`), the grid
    shifted by up to ``shift_mm`` for augmentation. One localiser for CT and MR.
-3. ``segmentation``: the modality-conditioned MAUNet (the config's ``model``/``loss``/``optimizer``/``train``,
-   :class:`~training.whole_heart.conditioned.ModalityConditionedTrainer`) on ROIs cropped around the ground-truth
-   centre jittered by up to ``jitter_mm``, plus random rotation/scaling and intensity changes; real CT + MR cases,
+3. ``segmentation``: the MAUNet (the config's ``model``/``loss``/``optimizer``/``train``; modality-conditioned
+   with :class:`~training.whole_heart.conditioned.ModalityConditionedTrainer` when ``conditional_modality`` or
+   ``mi_seg_hybrid``) on ROIs cropped around the ground-truth centre jittered by up to ``jitter_mm``, plus random
+   rotation/scaling and intensity changes; the real cases of ``train_modalities`` (paper: CT; default CT + MR),
    plus ``synthetic.fraction × real CT`` (rounded half up) synthetic CT cases.
 4. ``refinement``: the SCN on the frozen MAUNet's detached softmax (and the image), same samples and loss.
+
+Stages 2-4 train and validate on the real cases of ``train_modalities`` only; ``iterations`` (optimiser steps)
+replaces a stage's epochs when set (:func:`epochs_for`).
 
 Each supervised-loop stage trains in ``RUN/<stage>`` with :class:`~training.core.trainer.SupervisedTrainer`; a
 stage a resumed run had finished only reloads its best weights.
@@ -71,10 +75,45 @@ class FrozenMAUNetMixin:
 
 
 def stage_config(config: TrainingConfig, stage: StageConfig) -> TrainingConfig:
-    """The main config with the stage's epochs, learning rate and batch."""
+    """The main config with the stage's epochs, learning rate, weight decay and batch."""
     out = TrainingConfig.from_dict(config.to_dict())
     out.train.epochs, out.optimizer.lr, out.train.batch_size = stage.epochs, stage.lr, stage.batch_size
+    if stage.weight_decay is not None:
+        out.optimizer.weight_decay = stage.weight_decay
     return out
+
+
+def epochs_for(iterations: int | None, steps_per_epoch: int, epochs: int) -> int:
+    """Epochs that give at least ``iterations`` optimiser steps (the loop counts epochs and checkpoints after each);
+    ``epochs`` when ``iterations`` is None."""
+    if iterations is None:
+        return epochs
+    if iterations < 1 or steps_per_epoch < 1:
+        raise UserError(f"config: iterations ({iterations}) and steps per epoch ({steps_per_epoch}) must be >= 1")
+    return math.ceil(iterations / steps_per_epoch)
+
+
+def set_iterations(config: TrainingConfig, iterations: int | None, train_dl: DataLoader, stage: str) -> None:
+    """``config.train.epochs`` from ``iterations`` and the loader's steps per epoch (printed, so a log shows it)."""
+    if iterations is None:
+        return
+    config.train.epochs = epochs_for(iterations, len(train_dl), config.train.epochs)
+    print(f"{stage}: {iterations} iterations = {config.train.epochs} epochs of {len(train_dl)} steps",
+          file=sys.stderr)
+
+
+def maunet_config(config: TrainingConfig, settings: CascadeConfig) -> dict[str, Any]:
+    """The MAUNet's arguments: the config's ``model.config``, conditioned on the modality for the MI-Seg hybrid."""
+    out = dict(config.model.config)
+    if settings.mi_seg_hybrid:
+        out["conditional_modality"] = True
+    return out
+
+
+def train_modalities(settings: CascadeConfig) -> list[str]:
+    """The modalities of the real cases the localiser, MAUNet and SCN train on (the hybrid adds MR)."""
+    names = [m.lower() for m in settings.train_modalities]
+    return [*names, "mr"] if settings.mi_seg_hybrid and "mr" not in names else names
 
 
 def loader(cases: Sequence[Case], transform: Any, config: TrainingConfig, batch_size: int, *, train: bool
@@ -206,13 +245,18 @@ def setup(run: RunState) -> Setup:
     torch.manual_seed(config.seed)
     _, cases = load_cases(config, task)
     real, synthetic = split_synthetic(cases, synthetic_folder(run), task)
-    split = split_cases(real, config)
+    full = split_cases(real, config)
+    modalities = train_modalities(settings)
+    split = Split(*([c for c in part if (c.modality or "").lower() in modalities] for part in (full.train, full.val)))
+    if not split.train:
+        raise UserError(f"no {'/'.join(modalities).upper()} training case (recipe.config.train_modalities)",
+                        config.data.root)
     roi_grids, loc_grids = grids(settings, task)
     roi_train = split.train
     if synthetic and settings.synthetic.fraction > 0:
-        try:
+        try:  # a validation MR's synthetic CT never trains, whatever the modalities validated
             roi_train = mix_synthetic(split.train, synthetic, settings.synthetic.fraction, config.seed,
-                                      excluded_sources=[c.id for c in split.val])
+                                      excluded_sources=[c.id for c in full.val])
         except ValueError as exc:
             raise UserError(f"config recipe.config.synthetic: {exc}") from None
     dims = {"spatial_dims": 3, "in_channels": 1, "out_channels": out_channels(task)}
@@ -254,6 +298,7 @@ def localization_stage(run: RunState) -> dict[str, Any]:
         augment = data.augmentations(0, 0, 0, aug.intensity_scale, aug.intensity_shift, aug.intensity_prob)
         train_dl = loader(s.split.train, data.stage_transforms(sampler, augment), config, stage.batch_size,
                           train=True)
+        set_iterations(config, stage.iterations, train_dl, "localization")
         run_stage("localization", run.out, config, s.task, localizer, HeatmapL2Loss(), localizer.parameters(),
                   {"name": "heart_localization", "config": spec}, train_dl, None, resume=run.resume)
     run.shared["localizer"] = localizer
@@ -289,13 +334,13 @@ def val_roi_loader(run: RunState, config: TrainingConfig) -> DataLoader | None:
 
 
 def trainer_for(run: RunState) -> type[SupervisedTrainer]:
-    conditional = bool(run.config.model.config.get("conditional_modality"))
+    conditional = bool(maunet_config(run.config, run.settings).get("conditional_modality"))
     return ModalityConditionedTrainer if conditional else SupervisedTrainer
 
 
 def segmentation_stage(run: RunState) -> dict[str, Any]:
     s, config = setup(run), segmentation_config(run)
-    spec = {**s.dims, **dict(run.config.model.config)}
+    spec = {**s.dims, **maunet_config(run.config, run.settings)}
     maunet = build_net("maunet", spec)
     run.shared["maunet"] = maunet
     done = run.done("segmentation")
@@ -304,6 +349,7 @@ def segmentation_stage(run: RunState) -> dict[str, Any]:
         return done
     loss = build_loss(config.loss.name, s.task.output_kind, **config.loss.config)
     train_dl = roi_loader(run, config, config.augmentation.samples_per_case, config.train.batch_size)
+    set_iterations(config, run.settings.iterations, train_dl, "segmentation")
     result = run_stage("segmentation", run.out, config, s.task, maunet, loss, maunet.parameters(),
                        {"name": "maunet", "config": spec}, train_dl, val_roi_loader(run, config),
                        trainer_cls=trainer_for(run), resume=run.resume)
@@ -313,7 +359,7 @@ def segmentation_stage(run: RunState) -> dict[str, Any]:
 def roi_config(config: TrainingConfig, settings: CascadeConfig) -> dict[str, Any]:
     """The ``maunet_scn`` arguments (besides the dims): the MAUNet's (the config's model) and the SCN's."""
     refine = settings.refinement
-    return {"maunet": dict(config.model.config), "refine": refine.enabled, "scn": dict(refine.network),
+    return {"maunet": maunet_config(config, settings), "refine": refine.enabled, "scn": dict(refine.network),
             "scn_with_image": refine.scn_with_image, "residual": refine.residual, "detach": True}
 
 
@@ -338,6 +384,7 @@ def refinement_stage(run: RunState) -> dict[str, Any]:
     config.augmentation.samples_per_case = refine.samples_per_case
     loss = build_loss(config.loss.name, s.task.output_kind, **config.loss.config)
     train_dl = roi_loader(run, config, refine.samples_per_case, refine.batch_size)
+    set_iterations(config, refine.iterations, train_dl, "refinement")
     frozen = type("RefinementTrainer", (FrozenMAUNetMixin, trainer_for(run)), {})
     result = run_stage("refinement", run.out, config, s.task, roi_net, loss, roi_net.scn.parameters(),
                        {"name": "maunet_scn", "config": {**s.dims, **roi_config(run.config, run.settings)}}, train_dl,

@@ -5,7 +5,9 @@ and, after the last one, writes the bundle (``heart_cascade`` network, ``cascade
 ``multimodalseg.inference.heart_cascade``) to ``RUN/<name>-<version>.pt``, then runs it through the Predictor on
 the validation cases at their native resolution (mean Dice over the 7 structures, into its metrics).
 Config: ``recipe: {name: cascade, config: ...}`` (:class:`~training.whole_heart.settings.CascadeConfig`), e.g.
-``training/configs/whole-heart-cascade.yaml``.
+``training/configs/whole-heart-cascade.yaml`` (the demo: real CT + MR, CIN) or
+``training/configs/whole-heart-cascade-paper.yaml`` (CM-TranCaF: CT + synthetic CT; its header lists the ablation
+switches).
 """
 
 from __future__ import annotations
@@ -37,6 +39,17 @@ class CascadeRecipe(Recipe):
     def check(self, config: TrainingConfig, settings: CascadeConfig) -> None:
         if config.task != "whole-heart":
             raise UserError(f"the cascade recipe trains task whole-heart, not {config.task}")
+        known = get_task(config.task).modalities
+        names = [m.lower() for m in settings.train_modalities]
+        bad = [m for m in names if m not in known]
+        if not names or bad or len(set(names)) != len(names):
+            raise UserError(f"config recipe.config.train_modalities must list distinct modalities of "
+                            f"{', '.join(known)}, got {settings.train_modalities}")
+        for name, value in (("iterations", settings.iterations),
+                            ("localization.iterations", settings.localization.iterations),
+                            ("refinement.iterations", settings.refinement.iterations)):
+            if value is not None and value < 1:
+                raise UserError(f"config recipe.config.{name} must be >= 1 (or null), got {value}")
 
     def stages(self, config: TrainingConfig, settings: CascadeConfig) -> list[Stage]:
         out = []
@@ -46,12 +59,17 @@ class CascadeRecipe(Recipe):
                                          f"synthetic CT = {settings.synthetic.fraction} x real CT"))
         if settings.localization.enabled:
             out.append(Stage("localization", stages.localization_stage,
-                             description=f"heart-centre heatmap, {settings.localization.epochs} epochs"))
+                             description=f"heart-centre heatmap, "
+                                         f"{_length(settings.localization.iterations, settings.localization.epochs)}"))
+        modalities = "+".join(stages.train_modalities(settings)).upper()
+        hybrid = ", modality-conditioned (MI-Seg hybrid)" if settings.mi_seg_hybrid else ""
         out.append(Stage("segmentation", stages.segmentation_stage,
-                         description=f"MAUNet on ROIs, {config.train.epochs} epochs"))
+                         description=f"MAUNet on {modalities} ROIs{hybrid}, "
+                                     f"{_length(settings.iterations, config.train.epochs)}"))
         if settings.refinement.enabled:
             out.append(Stage("refinement", stages.refinement_stage,
-                             description=f"SCN on the frozen MAUNet, {settings.refinement.epochs} epochs"))
+                             description=f"SCN on the frozen MAUNet, "
+                                         f"{_length(settings.refinement.iterations, settings.refinement.epochs)}"))
         return out
 
     def plan(self, config: TrainingConfig, settings: CascadeConfig) -> Plan:
@@ -71,7 +89,7 @@ class CascadeRecipe(Recipe):
             spec = {**dims, "out_channels": 1, **settings.localization.network}
             nets.append(NetworkInfo("localization", "heart_localization",
                                     count_parameters(lambda: stages.build_net("heart_localization", spec))))
-        maunet = {**dims, **config.model.config}
+        maunet = {**dims, **stages.maunet_config(config, settings)}
         nets.append(NetworkInfo("segmentation", "maunet", count_parameters(lambda: stages.build_net("maunet", maunet))))
         if settings.refinement.enabled:
             net = stages.build_net("maunet_scn", {**dims, **stages.roi_config(config, settings)})
@@ -79,7 +97,8 @@ class CascadeRecipe(Recipe):
         lines = describe_data(config, task, layout, cases)[:2]
         lines.append(f"ROI grids {_grids(roi)}, localisation grids {_grids(loc)}")
         synthetic = "RUN/synthetic (CycleGAN stage)" if settings.synthetic.train else settings.synthetic.dir
-        lines.append(f"synthetic CT: {synthetic or 'none'}")
+        lines.append(f"synthetic CT: {synthetic or 'none'}; real training modalities: "
+                     f"{', '.join(stages.train_modalities(settings)).upper()}")
         if settings.synthetic.dir and not settings.synthetic.train:
             split_synthetic(cases, settings.synthetic.dir, task)  # the folder must exist
         aug = config.augmentation
@@ -103,8 +122,8 @@ class CascadeRecipe(Recipe):
         meta["inference"] = {"roi_size": [size] * 3, "overlap": 0.0, "mode": "constant"}
         meta["cascade"] = {"roi": {m: g._asdict() for m, g in s.roi_grids.items()},
                            "localization": {m: g._asdict() for m, g in s.loc_grids.items()},
-                           "fallback": settings.fallback}
-        meta["conditional_modality"] = bool(config.model.config.get("conditional_modality"))
+                           "fallback": settings.fallback, "modalities": stages.train_modalities(settings)}
+        meta["conditional_modality"] = bool(roi_config["maunet"].get("conditional_modality"))
         meta["training"]["cascade"] = plain(settings)
         state = {f"roi.{k}": v for k, v in roi_net.state_dict().items()}
         if localizer is not None:
@@ -129,6 +148,10 @@ class CascadeRecipe(Recipe):
         name = f"{config.name}-{config.version}.pt"
         summary["bundle"], summary["sha256"] = name, save_bundle(run.out / name, state, meta)
         return summary
+
+
+def _length(iterations: int | None, epochs: int) -> str:
+    return f"{iterations} iterations" if iterations is not None else f"{epochs} epochs"
 
 
 def _grids(table: dict[str, Any]) -> str:

@@ -7,12 +7,15 @@ as sub-modules of one state dict) and whose metadata has a ``cascade`` section w
     "cascade": {
         "localization": {"ct": {"size": 32, "spacing": 10.0}, "mr": {"size": 32, "spacing": 12.0}},
         "roi": {"ct": {"size": 64, "spacing": 3.0}, "mr": {"size": 64, "spacing": 4.0}},
-        "fallback": "body"
+        "fallback": "body",
+        "modalities": ["ct"]
     }
 
 Each grid is per modality, or one ``{"size", "spacing"}`` for all; a missing one is METHODS' (Payer's) default
 (``postprocessing.heart.LOCALIZATION_GRID`` / ``ROI_GRID``). ``fallback`` is where the ROI is centred without
-localisation: ``body`` (the centre of the body's bounding box) or ``image``. The intensities of both grids are
+localisation: ``body`` (the centre of the body's bounding box) or ``image``. ``modalities`` (optional, default the
+task's) are those the networks were trained on: the paper's recipe trains on CT only, so an MR input gets a warning,
+and without ``--modality`` the grids of the one trained modality are used. The intensities of both grids are
 normalised with the bundle's ``preprocessing.normalization`` of the image role, as in training
 (``training.whole_heart.cascade_data``).
 
@@ -113,6 +116,7 @@ class HeartCascadeRunner:
             self.loc_grids = cascade_grids(spec.get("localization"), geometry.LOCALIZATION_GRID, task.modalities)
         except (ValueError, KeyError, TypeError) as exc:
             raise UserError(f"bundle cascade section: {exc}", bundle.path) from None
+        self.modalities = tuple(str(m).lower() for m in spec.get("modalities") or task.modalities)
         self.fallback = fallback or str(spec.get("fallback", "body"))
         if self.fallback not in FALLBACKS:
             raise UserError(f"cascade fallback must be one of {', '.join(FALLBACKS)}, got '{self.fallback}'")
@@ -124,6 +128,8 @@ class HeartCascadeRunner:
     def _grid(self, table: dict[str, geometry.GridSpec], modality: str | None, what: str) -> geometry.GridSpec:
         if modality is not None:
             return table[modality.lower()]
+        if len(self.modalities) == 1:  # a one-modality model (the paper's CT-only recipe)
+            return table[self.modalities[0]]
         if len(set(table.values())) == 1:
             return next(iter(table.values()))
         raise UserError(f"model {self.predictor.bundle.id} uses a {what} grid per modality: pass --modality "
@@ -163,6 +169,10 @@ class HeartCascadeRunner:
         task, predictor = self.predictor.task, self.predictor
         image = io.copy_geometry(raw[0], reference)
         roi_spec = self._grid(self.roi_grids, modality, "ROI")
+        if modality is not None and modality.lower() not in self.modalities:
+            stages.emit({"event": "warning", "message": f"model {predictor.bundle.id} was trained on "
+                         f"{'/'.join(self.modalities).upper()} only; this {modality.upper()} input is outside its "
+                         "training"})
         if predictor.settings.tta:
             stages.emit({"event": "warning", "message": "flip TTA is not used by the whole-heart cascade (its "
                          "networks see hearts in one orientation)"})

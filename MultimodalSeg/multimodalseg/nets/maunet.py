@@ -63,7 +63,7 @@ class MAUNet(nn.Module):
         conditional_scope: only the ``"encoder"`` norms (default: MI-Seg conditions the encoder's normalisation),
             or ``"all"`` (decoder, up-convolutions and attention gates too; the default before 0.3, which
             bundles without the key keep: :func:`multimodalseg.nets.cin.pin_legacy_scope`).
-            Default ``"all"``.
+            Default ``"encoder"``.
 
     Shapes: (B, in_channels, *S) -> (B, out_channels, *S) logits; each S divisible by 2^(levels - 1).
     """

@@ -1,0 +1,217 @@
+"""Random augmentation of training patches: nnU-Net's default steps through MONAI transforms, and mirroring that
+swaps the Left/Right labels.
+
+:func:`augmentation_steps` turns an :class:`~training.core.config.AugmentationConfig` into MONAI dictionary
+transforms, in nnU-Net v2's order (``nnUNetTrainer.get_training_transforms``): rotation, scaling, [elastic],
+Gaussian noise, Gaussian blur, brightness, contrast, low resolution, inverted gamma, gamma, mirroring; the papers'
+intensity scale/shift (DMFNet, 3D UX-Net) last when configured. Steps whose probability is 0 are left out.
+
+Departures from nnU-Net, all for speed on the CPU: the patch is cropped first and then transformed (nnU-Net samples
+the rotated/scaled patch from the whole case, so its corners are never empty; here they are zero-padded); rotation
+and scaling are two resamplings when both fire (4 % of the patches at the defaults); images are resampled linearly
+(nnU-Net: cubic); blur and low-resolution act on all channels of a patch together (nnU-Net: each channel with
+p 0.5), gamma on the whole patch (nnU-Net: per channel).
+
+Mirroring: :class:`RandLateralFlipd` flips one array axis; when that axis is the sample's left-right axis
+(``LATERAL_KEY``, set by the preparation from the grid's direction matrix through
+``multimodalseg.tasks.lateral_axis``), it also exchanges each Left/Right pair of the training-index label map
+(``TaskSpec.lateral_pairs().index_lut``), so that a flipped Left-Thalamus is still called Left-Thalamus on its new
+(the patient's left) side. The same rule as flip test-time augmentation (``multimodalseg.inference.engine``) and the
+synthetic-data generator.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.transforms import (
+    Flip,
+    MapTransform,
+    OneOf,
+    Rand3DElasticd,
+    RandAdjustContrastd,
+    RandAffined,
+    RandGaussianNoised,
+    RandGaussianSmoothd,
+    RandomizableTransform,
+    RandRotated,
+    RandScaleIntensityd,
+    RandScaleIntensityFixedMeand,
+    RandShiftIntensityd,
+    RandSimulateLowResolutiond,
+    RandZoomd,
+)
+from multimodalseg.errors import UserError
+from multimodalseg.tasks.spec import TaskSpec
+
+from training.core.config import AugmentationConfig
+
+# Sample key holding the array axis (0..2 of a (Z, Y, X) volume) that runs along the patient's left-right axis.
+LATERAL_KEY = "lateral_axis"
+
+
+class RandLateralFlipd(RandomizableTransform, MapTransform):
+    """Flip ``keys`` along one spatial axis with probability ``prob``; along the sample's left-right axis also swap
+    the Left/Right pairs of ``label_keys``.
+
+    Args:
+        keys: channel-first arrays to flip (image, label, per-case extras).
+        axis: spatial axis of ``(C, Z, Y, X)`` arrays (0..2).
+        prob: probability of the flip.
+        label_keys: training-index maps whose pairs are exchanged (a subset of ``keys``).
+        lut: ``lut[index]`` = the mirrored index (``LateralPairs.index_lut``); None: the task has no pairs.
+    """
+
+    def __init__(self, keys: KeysCollection, axis: int, prob: float, label_keys: Sequence[str] = ("label",),
+                 lut: Sequence[int] | None = None, allow_missing_keys: bool = False) -> None:
+        MapTransform.__init__(self, keys, allow_missing_keys)
+        RandomizableTransform.__init__(self, prob)
+        self.axis = int(axis)
+        self.flipper = Flip(spatial_axis=self.axis)
+        self.label_keys = tuple(label_keys)
+        self.lut = None if lut is None else torch.as_tensor(np.asarray(lut, np.int64))
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        self.randomize(None)
+        if not self._do_transform:
+            return d
+        for key in self.key_iterator(d):
+            d[key] = self.flipper(d[key])
+        if self.lut is not None and d.get(LATERAL_KEY) is not None and int(d[LATERAL_KEY]) == self.axis:
+            for key in self.label_keys:
+                if key in d:
+                    d[key] = swap_pairs(d[key], self.lut)
+        return d
+
+
+def swap_pairs(label: Any, lut: torch.Tensor) -> Any:
+    """``lut[label]`` with ``label``'s type and dtype kept (numpy array, tensor or MetaTensor)."""
+    if isinstance(label, np.ndarray):
+        return lut.numpy()[label.astype(np.int64)].astype(label.dtype)
+    out = label.clone()
+    out[...] = lut.to(label.device)[label.long()].to(label.dtype)
+    return out
+
+
+def zoom_range(scale_range: float | Sequence[float]) -> tuple[float, float]:
+    """``[low, high]`` zoom factors of ``augmentation.scale_range`` (a number ``s``: ``[1 - s, 1 + s]``)."""
+    if isinstance(scale_range, (int, float)):
+        return 1.0 - float(scale_range), 1.0 + float(scale_range)
+    low, high = (float(v) for v in scale_range)
+    return low, high
+
+
+def _pair(values: Sequence[float], name: str) -> tuple[float, float]:
+    if len(values) != 2 or float(values[0]) > float(values[1]):
+        raise UserError(f"augmentation.{name} must be [low, high], got {list(values)}")
+    return float(values[0]), float(values[1])
+
+
+def check_augmentation(aug: AugmentationConfig) -> None:
+    """UserError naming the field for a probability outside [0, 1] or a malformed range."""
+    for name in ("rotate_prob", "scale_prob", "elastic_prob", "noise_prob", "blur_prob", "brightness_prob",
+                 "contrast_prob", "lowres_prob", "gamma_prob", "gamma_inverted_prob", "flip_prob", "intensity_prob"):
+        value = getattr(aug, name)
+        if not 0.0 <= value <= 1.0:
+            raise UserError(f"augmentation.{name} must be a probability in [0, 1], got {value}")
+    for name in ("elastic_sigma", "elastic_magnitude", "blur_sigma", "brightness_range", "contrast_range",
+                 "lowres_zoom", "gamma_range"):
+        _pair(getattr(aug, name), name)
+    low, high = zoom_range(aug.scale_range)
+    if not 0.0 < low <= high:
+        raise UserError(f"augmentation.scale_range must give zoom factors 0 < low <= high, got {aug.scale_range}")
+
+
+def _rotation(aug: AugmentationConfig, keys: list[str], modes: list[str]) -> Any:
+    limit = float(np.deg2rad(aug.rotate_degrees))
+    if aug.rotate_mode == "one_plane":  # DMFNet's RandomRotion: a random angle in one random plane
+        return OneOf([RandRotated(keys=keys, prob=aug.rotate_prob, mode=modes, padding_mode="zeros",
+                                  **{f"range_{axis}": limit}) for axis in "xyz"])
+    return RandAffined(keys=keys, prob=aug.rotate_prob, rotate_range=[limit] * 3, mode=modes, padding_mode="zeros")
+
+
+def _scaling(aug: AugmentationConfig, keys: list[str], modes: list[str]) -> Any:
+    low, high = zoom_range(aug.scale_range)
+    if aug.scale_per_axis:  # an independent factor per axis (MONAI's scale_range is added to 1)
+        return RandAffined(keys=keys, prob=aug.scale_prob, scale_range=[(low - 1.0, high - 1.0)] * 3, mode=modes,
+                           padding_mode="zeros")
+    zoom_modes = ["trilinear" if m == "bilinear" else m for m in modes]
+    return RandZoomd(keys=keys, prob=aug.scale_prob, min_zoom=low, max_zoom=high, mode=zoom_modes,
+                     padding_mode="constant", keep_size=True)
+
+
+def spatial_steps(aug: AugmentationConfig, keys: list[str]) -> list:
+    """Rotation, scaling, elastic deformation; ``keys[0]`` is the image (linear), the rest labels (nearest)."""
+    modes = ["bilinear"] + ["nearest"] * (len(keys) - 1)
+    steps: list = []
+    if aug.rotate_degrees > 0 and aug.rotate_prob > 0:
+        steps.append(_rotation(aug, keys, modes))
+    low, high = zoom_range(aug.scale_range)
+    if (low, high) != (1.0, 1.0) and aug.scale_prob > 0:
+        steps.append(_scaling(aug, keys, modes))
+    if aug.elastic_prob > 0:
+        steps.append(Rand3DElasticd(keys=keys, prob=aug.elastic_prob,
+                                    sigma_range=_pair(aug.elastic_sigma, "elastic_sigma"),
+                                    magnitude_range=_pair(aug.elastic_magnitude, "elastic_magnitude"), mode=modes,
+                                    padding_mode="zeros"))
+    return steps
+
+
+def intensity_steps(aug: AugmentationConfig) -> list:
+    """nnU-Net's intensity steps on ``image``, each only when its probability is above 0."""
+    steps: list = []
+    if aug.noise_prob > 0:
+        steps.append(RandGaussianNoised(keys="image", prob=aug.noise_prob, std=aug.noise_std, sample_std=True))
+    if aug.blur_prob > 0:
+        sigma = _pair(aug.blur_sigma, "blur_sigma")
+        steps.append(RandGaussianSmoothd(keys="image", prob=aug.blur_prob, sigma_x=sigma, sigma_y=sigma,
+                                         sigma_z=sigma))
+    if aug.brightness_prob > 0:  # v * (1 + f), f drawn per channel
+        low, high = _pair(aug.brightness_range, "brightness_range")
+        steps.append(RandScaleIntensityd(keys="image", prob=aug.brightness_prob, factors=(low - 1.0, high - 1.0),
+                                         channel_wise=True))
+    if aug.contrast_prob > 0:  # (v - mean) * c + mean, clipped to the channel's range (nnU-Net's preserve_range)
+        low, high = _pair(aug.contrast_range, "contrast_range")
+        steps.append(RandScaleIntensityFixedMeand(keys="image", prob=aug.contrast_prob,
+                                                  factors=(low - 1.0, high - 1.0), fixed_mean=True,
+                                                  preserve_range=True, channel_wise=True))
+    if aug.lowres_prob > 0:
+        steps.append(RandSimulateLowResolutiond(keys="image", prob=aug.lowres_prob,
+                                                zoom_range=_pair(aug.lowres_zoom, "lowres_zoom")))
+    gamma = _pair(aug.gamma_range, "gamma_range")
+    if aug.gamma_inverted_prob > 0:
+        steps.append(RandAdjustContrastd(keys="image", prob=aug.gamma_inverted_prob, gamma=gamma, invert_image=True,
+                                         retain_stats=True))
+    if aug.gamma_prob > 0:
+        steps.append(RandAdjustContrastd(keys="image", prob=aug.gamma_prob, gamma=gamma, invert_image=False,
+                                         retain_stats=True))
+    return steps
+
+
+def flip_steps(aug: AugmentationConfig, task: TaskSpec, keys: list[str]) -> list:
+    """A :class:`RandLateralFlipd` per axis; the label swap only for tasks with exclusive Left/Right labels."""
+    if aug.flip_prob <= 0:
+        return []
+    pairs = task.lateral_pairs()
+    lut = pairs.index_lut(task.num_classes) if pairs and task.output_kind == "labels" and "label" in keys else None
+    return [RandLateralFlipd(keys=keys, axis=axis, prob=aug.flip_prob, lut=lut) for axis in range(3)]
+
+
+def augmentation_steps(aug: AugmentationConfig, task: TaskSpec, keys: list[str]) -> list:
+    """Every random step after the patch crop (before modality dropout and the loss target); none when
+    ``aug.enabled`` is False. ``keys``: ``image`` first, then the label and per-case extras."""
+    if not aug.enabled:
+        return []
+    check_augmentation(aug)
+    steps = spatial_steps(aug, keys) + intensity_steps(aug) + flip_steps(aug, task, keys)
+    if aug.intensity_prob > 0:  # the papers' own intensity augmentation (DMFNet, 3D UX-Net)
+        steps += [RandScaleIntensityd(keys="image", factors=aug.intensity_scale, prob=aug.intensity_prob,
+                                      channel_wise=aug.channel_wise),
+                  RandShiftIntensityd(keys="image", offsets=aug.intensity_shift, prob=aug.intensity_prob,
+                                      channel_wise=aug.channel_wise)]
+    return steps
