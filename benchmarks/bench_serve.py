@@ -62,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     wall = time.perf_counter() - t0
     total = finished_event(cold.stdout.splitlines())["timings"]["total"]
     rows.append({"run": "cold CLI process", "wall_s": round(wall, 3), "reported_s": total,
-                 "overhead_s": round(wall - total, 3)})
+                 "overhead_s": round(wall - total, 3),
+                 "timings": finished_event(cold.stdout.splitlines())["timings"]})
 
     t0 = time.perf_counter()
     serve = subprocess.Popen([sys.executable, "-m", "multimodalseg", "serve"], stdin=subprocess.PIPE,
@@ -81,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
                 raise RuntimeError(event)
             total = event["timings"]["total"]
             rows.append({"run": f"worker job {i}" + (" (incl. worker start)" if i == 1 else ""),
-                         "wall_s": round(wall, 3), "reported_s": total, "overhead_s": round(wall - total, 3)})
+                         "wall_s": round(wall, 3), "reported_s": total, "overhead_s": round(wall - total, 3),
+                         "timings": event["timings"]})  # per stage: read, preprocess, infer, ... (s)
     finally:
         serve.stdin.close()
         serve.wait(timeout=60)

@@ -294,6 +294,7 @@ class TaskPanel(VTKObservationMixin):
     def onSceneStartClose(self, _caller, _event) -> None:
         self.logic.cancel()
         self.setParameterNode(None)
+        self._clearedRoles.clear()  # an input emptied in the old scene is filled in again in the next one
 
     def onSceneEndClose(self, _caller, _event) -> None:
         # Only the module on screen makes a parameter node for the new scene; the others make theirs on enter().

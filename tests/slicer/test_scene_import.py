@@ -58,6 +58,9 @@ class Segmentation:
     def GetNthSegment(self, i):
         return self.segments[self.ids[i]]
 
+    def GetNthSegmentID(self, i):
+        return self.ids[i]
+
 
 class Node:
     counter = 0
@@ -116,6 +119,7 @@ class FakeScene:
         self.nodes: dict[str, Node] = {}
         self.imports = 0
         self.binaryUpdates = 0
+        self.exports: list[tuple[list[str], dict[int, str]]] = []
 
     def add(self, node):
         self.nodes[node.id] = node
@@ -140,6 +144,12 @@ class FakeScene:
                                                                                       f"Label_{value}"), (1, 1, 1))
                 segmentationNode.segmentation.voxels[sid] = int((labelNode.array == value).sum())
 
+    def exportLabelmap(self, segmentationNode, segmentIds, labelNode, reference, extent, colorNode):
+        """Slicer's ExportSegmentsToLabelmapNode: one pass, each segment's value from the colour table by name."""
+        ids = [segmentIds.GetValue(i) for i in range(segmentIds.GetNumberOfValues())]
+        self.exports.append((ids, dict(colorNode.names)))
+        return True
+
 
 @pytest.fixture
 def scene_module(monkeypatch):
@@ -161,9 +171,13 @@ def scene_module(monkeypatch):
     fake.mrmlScene = scene
     fake.util = types.SimpleNamespace(loadLabelVolume=loadLabelVolume, loadVolume=loadVolume,
                                       arrayFromVolume=lambda node: node.array, arrayFromVolumeModified=lambda n: None,
-                                      updateSegmentBinaryLabelmapFromArray=no_per_segment_pass)
+                                      updateSegmentBinaryLabelmapFromArray=no_per_segment_pass,
+                                      arrayFromSegmentBinaryLabelmap=no_per_segment_pass,
+                                      exportNode=lambda node, path, properties=None, world=False: True)
     fake.modules = types.SimpleNamespace(segmentations=types.SimpleNamespace(
-        logic=lambda: types.SimpleNamespace(ImportLabelmapToSegmentationNode=scene.importLabelmap)))
+        logic=lambda: types.SimpleNamespace(ImportLabelmapToSegmentationNode=scene.importLabelmap,
+                                            ExportSegmentsToLabelmapNode=scene.exportLabelmap)))
+    fake.vtkSegmentation = types.SimpleNamespace(EXTENT_REFERENCE_GEOMETRY=1)
     monkeypatch.setitem(sys.modules, "slicer", fake)
     monkeypatch.delitem(sys.modules, "MultimodalSegLib.Scene", raising=False)
     return importlib.import_module("MultimodalSegLib.Scene"), scene
@@ -213,3 +227,20 @@ def test_every_export_gets_its_own_properties(scene_module, tmp_path):
     sys.modules["slicer"].util.exportNode = exportNode
     files = Scene.exportInputs({"t1": Node("v", "t1"), "pet": Node("v", "pet")}, tmp_path)
     assert sorted(files) == ["pet", "t1"] and len(given) == 2
+
+
+def test_save_for_training_exports_all_segments_in_one_pass(scene_module, tmp_path):
+    Scene, scene = scene_module
+    task = get_task("brain-tumor")
+    segmentationNode = scene.add(Node("vtkMRMLSegmentationNode", "edited"))
+    segmentation = segmentationNode.GetSegmentation()
+    for label in task.labels:
+        segmentation.AddEmptySegment("", label.name, (1, 1, 1))
+    segmentation.AddEmptySegment("", "my notes", (1, 1, 1))
+    reference = scene.add(Node("vtkMRMLScalarVolumeNode", "t1ce"))
+    unknown = Scene.exportLabelsForTraining(task, segmentationNode, reference, str(tmp_path / "labels.nrrd"))
+    assert unknown == ["my notes"] and scene.binaryUpdates == 0  # no full-volume pass per segment
+    ((ids, colors),) = scene.exports  # one export of every matching segment
+    assert [segmentation.GetSegment(sid).GetName() for sid in ids] == [label.name for label in task.labels]
+    assert {value: name for value, name in colors.items() if value} == {lab.value: lab.name for lab in task.labels}
+    assert {n.kind for n in scene.nodes.values()} == {"vtkMRMLSegmentationNode", "vtkMRMLScalarVolumeNode"}

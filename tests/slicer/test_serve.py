@@ -87,6 +87,37 @@ def test_model_cache_reuses_a_bundle_and_reloads_a_changed_file(tmp_path):
     assert len(cache._items) == 2 and (cache.hits, cache.misses) == (2, 4)
 
 
+def test_model_cache_follows_the_catalog_when_a_newer_model_is_imported(monkeypatch):
+    from multimodalseg import catalog
+
+    def entry(version, sha):
+        return catalog.Entry(id="tumor", version=version, task="brain-tumor", sha256=sha, inputs=[], modality=[],
+                             demo=True, file=f"tumor-{version}.pt")
+
+    newest = {"entry": entry("1.0", "a" * 64)}
+    monkeypatch.setattr(catalog, "default_for", lambda task, kind="segmentation": newest["entry"])
+    monkeypatch.setattr(catalog, "find", lambda model_id, task=None: newest["entry"])
+    loads = []
+    cache = ModelCache(2, loader=lambda task, model: loads.append(newest["entry"].version) or object())
+    first = cache.load("brain-tumor", None)
+    assert cache.load("brain-tumor", None) is first and cache.load("brain-tumor", "tumor") is not first
+    newest["entry"] = entry("1.1", "b" * 64)  # "Import model file" added a newer version to the user catalog
+    assert cache.load("brain-tumor", None) is not first and loads == ["1.0", "1.0", "1.1"]
+
+
+def test_model_cache_keeps_nothing_for_a_name_that_resolves_to_no_model(monkeypatch):
+    from multimodalseg import catalog
+    from multimodalseg.errors import UserError
+
+    def unknown(model_id, task=None):
+        raise UserError(f"unknown model '{model_id}'")
+
+    monkeypatch.setattr(catalog, "find", unknown)
+    cache = ModelCache(2, loader=lambda task, model: object())
+    cache.load("brain-tumor", "nope")
+    assert cache._items == {}
+
+
 @pytest.mark.slow
 def test_a_second_segment_job_uses_the_cached_model(tmp_path, cli):
     assert cli("phantom", "--task", "whole-heart", "--out", tmp_path / "case", "--n", "1", "--modality", "ct").code == 0

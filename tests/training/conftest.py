@@ -36,3 +36,20 @@ def dataset(tmp_path):
 def heart_data(tmp_path_factory) -> Path:
     """Four whole-heart CT phantoms in the MM-WHS layout, shared read-only by the trainer tests."""
     return write_dataset("whole-heart", tmp_path_factory.mktemp("heart"), 4, modality="ct")
+
+
+@pytest.fixture(scope="session")
+def mmwhs(tmp_path_factory):
+    """Factory: ``mmwhs(n=4, first_seed=70)`` -> a folder of ``n`` CT + ``n`` MR whole-heart phantoms in the MM-WHS
+    layout (``training_helpers.write_mmwhs_phantoms``), written once per session and shared read-only by the
+    cascade tests."""
+    from training_helpers import write_mmwhs_phantoms
+
+    made: dict[tuple[int, int], Path] = {}
+
+    def make(n: int = 4, first_seed: int = 70) -> Path:
+        if (n, first_seed) not in made:
+            made[n, first_seed] = write_mmwhs_phantoms(tmp_path_factory.mktemp("mmwhs"), n, first_seed)
+        return made[n, first_seed]
+
+    return make

@@ -17,6 +17,7 @@ from multimodalseg.inference.predictor import Predictor
 from multimodalseg.phantoms import make_case
 from multimodalseg.postprocessing import heart as geometry
 from multimodalseg.tasks import get_task
+from training_helpers import CASCADE_TINY, set_args
 
 from training.core.checkpoint import load_checkpoint
 from training.core.cli import main
@@ -29,20 +30,12 @@ from training.whole_heart.synthetic import mix_synthetic, split_synthetic, synth
 
 TASK = get_task("whole-heart")
 CONFIG = "training/configs/whole-heart-cascade.yaml"
-TINY = ["train.epochs=1", "train.val_interval=1", "data.val_fraction=0.25", "data.val_cases=[]",
-        "logging.progress=never", "model.config.channels=[4, 8]", "recipe.config.roi={size: 16, spacing: 10.0}",
-        "recipe.config.localization.grid={size: 16, spacing: 20.0}",
-        "recipe.config.localization.network={features: 4, levels: 3}",
-        "recipe.config.localization.epochs=3", "recipe.config.refinement.epochs=1",
-        "recipe.config.refinement.network={local_channels: 4, sc_channels: 4}",
-        "recipe.config.synthetic.iterations=2", "recipe.config.synthetic.patch_size=16",
-        "recipe.config.synthetic.spacing=8.0",
-        "recipe.config.synthetic.generator={channels: 4, num_downsampling: 2, num_blocks: 1}",
-        "recipe.config.synthetic.discriminator={channels: 4, num_layers_d: 2}"]
+TINY = [*CASCADE_TINY, "train.epochs=1", "data.val_fraction=0.25", "data.val_cases=[]",
+        "recipe.config.localization.epochs=3", "recipe.config.refinement.epochs=1"]
 
 
 def sets(*items: str) -> list[str]:
-    return [arg for item in (*TINY, *items) for arg in ("--set", item)]
+    return set_args(*TINY, *items)
 
 
 def fit(*args: str) -> int:
@@ -50,15 +43,9 @@ def fit(*args: str) -> int:
 
 
 @pytest.fixture(scope="module")
-def heart_root(tmp_path_factory):
+def heart_root(mmwhs):
     """4 CT + 4 MR phantoms in the MM-WHS layout (different anatomy per modality, as MM-WHS)."""
-    root = tmp_path_factory.mktemp("mmwhs")
-    for modality in ("ct", "mr"):
-        for i in range(4):
-            case = make_case(TASK.id, 70 + i, modality=modality)
-            io.write_image(case.images["image"], root / f"{modality}_train_{1001 + i}_image.nii.gz")
-            io.write_image(case.label, root / f"{modality}_train_{1001 + i}_label.nii.gz")
-    return root
+    return mmwhs(4, 70)
 
 
 def test_roi_and_localisation_samples_use_the_inference_geometry(heart_root):

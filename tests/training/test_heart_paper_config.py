@@ -19,6 +19,7 @@ from multimodalseg.nets.maunet import PAPER_CONFIG as MAUNET_PAPER
 from multimodalseg.nets.scn import PAPER_CONFIG as SCN_PAPER
 from multimodalseg.phantoms import make_case
 from multimodalseg.tasks import get_task
+from training_helpers import CASCADE_TINY, set_args
 
 from training.core.cli import main
 from training.core.config import load_config
@@ -28,34 +29,20 @@ from training.whole_heart.cascade import epochs_for
 TASK = get_task("whole-heart")
 CONFIG = "training/configs/whole-heart-cascade-paper.yaml"
 # Tiny widths and grids; ct/mr_train_1004 validate, so 3 CT + 3 MR train and 2 synthetic CT (half of 3, rounded up).
-TINY = ["data.val_cases=[ct_train_1004, mr_train_1004]", "data.num_workers=0", "logging.progress=never",
-        "logging.tensorboard=false", "train.val_interval=1", "model.config.channels=[4, 8]",
-        "augmentation.samples_per_case=1", "recipe.config.iterations=4", "recipe.config.roi={size: 16, spacing: 10.0}",
-        "recipe.config.localization.grid={size: 16, spacing: 20.0}",
-        "recipe.config.localization.network={features: 4, levels: 3}", "recipe.config.localization.iterations=3",
-        "recipe.config.localization.lr=1.0e-3", "recipe.config.refinement.iterations=2",
-        "recipe.config.refinement.network={local_channels: 4, sc_channels: 4}",
-        "recipe.config.refinement.samples_per_case=1", "recipe.config.synthetic.iterations=2",
-        "recipe.config.synthetic.patch_size=16", "recipe.config.synthetic.spacing=8.0",
-        "recipe.config.synthetic.generator={channels: 4, num_downsampling: 2, num_blocks: 1}",
-        "recipe.config.synthetic.discriminator={channels: 4, num_layers_d: 2}"]
+TINY = [*CASCADE_TINY, "data.val_cases=[ct_train_1004, mr_train_1004]", "data.num_workers=0",
+        "logging.tensorboard=false", "augmentation.samples_per_case=1", "recipe.config.iterations=4",
+        "recipe.config.localization.iterations=3", "recipe.config.localization.lr=1.0e-3",
+        "recipe.config.refinement.iterations=2", "recipe.config.refinement.samples_per_case=1"]
 
 
 def fit(root, out, *items: str) -> int:
-    sets = [arg for item in (*TINY, *items) for arg in ("--set", item)]
-    return main(["fit", "--config", CONFIG, "--data", str(root), "--out", str(out), *sets])
+    return main(["fit", "--config", CONFIG, "--data", str(root), "--out", str(out), *set_args(*TINY, *items)])
 
 
 @pytest.fixture(scope="module")
-def heart_root(tmp_path_factory):
+def heart_root(mmwhs):
     """4 CT + 4 MR phantoms in the MM-WHS layout (different anatomy per modality, as MM-WHS)."""
-    root = tmp_path_factory.mktemp("mmwhs")
-    for modality in ("ct", "mr"):
-        for i in range(4):
-            case = make_case(TASK.id, 70 + i, modality=modality)
-            io.write_image(case.images["image"], root / f"{modality}_train_{1001 + i}_image.nii.gz")
-            io.write_image(case.label, root / f"{modality}_train_{1001 + i}_label.nii.gz")
-    return root
+    return mmwhs(4, 70)
 
 
 def rows(path) -> list[dict]:

@@ -8,36 +8,25 @@ import json
 
 import pytest
 import torch
-from multimodalseg import io
 from multimodalseg.bundles import load_bundle
-from multimodalseg.phantoms import make_case
+from training_helpers import CASCADE_TINY, set_args
 
 from training.core.cli import main
 from training.core.trainer import SupervisedTrainer
 
 CONFIG = "training/configs/whole-heart-cascade.yaml"
-TINY = ["train.epochs=2", "train.val_interval=1", "data.val_fraction=0.25", "data.val_cases=[]",
-        "logging.progress=never", "model.config.channels=[4, 8]", "recipe.config.roi={size: 16, spacing: 10.0}",
-        "recipe.config.localization.grid={size: 16, spacing: 20.0}",
-        "recipe.config.localization.network={features: 4, levels: 3}",
-        "recipe.config.localization.epochs=2", "recipe.config.refinement.epochs=1",
-        "recipe.config.refinement.network={local_channels: 4, sc_channels: 4}"]
+TINY = [*CASCADE_TINY, "train.epochs=2", "data.val_fraction=0.25", "data.val_cases=[]",
+        "recipe.config.localization.epochs=2", "recipe.config.refinement.epochs=1"]
 
 
 def fit(data, out, *extra: str) -> int:
-    sets = [arg for item in TINY for arg in ("--set", item)]
-    return main(["fit", "--config", CONFIG, "--data", str(data), "--out", str(out), *sets, *extra])
+    return main(["fit", "--config", CONFIG, "--data", str(data), "--out", str(out), *set_args(*TINY), *extra])
 
 
 @pytest.fixture(scope="module")
-def heart_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mmwhs")
-    for modality in ("ct", "mr"):
-        for i in range(3):
-            case = make_case("whole-heart", 40 + i, modality=modality)
-            io.write_image(case.images["image"], root / f"{modality}_train_{1001 + i}_image.nii.gz")
-            io.write_image(case.label, root / f"{modality}_train_{1001 + i}_label.nii.gz")
-    return root
+def heart_root(mmwhs):
+    """3 CT + 3 MR phantoms in the MM-WHS layout."""
+    return mmwhs(3, 40)
 
 
 def test_resume_continues_a_cascade_at_the_stage_and_epoch_where_it_stopped(heart_root, tmp_path, monkeypatch):

@@ -4,12 +4,13 @@
    writing synthetic CT cases with the MR label maps into ``RUN/synthetic`` (:mod:`.cyclegan`).
 2. ``localization``: the heart-centre heatmap on the coarse whole-image grid (32³ at 10 mm CT / 12 mm MR by
    default), target from the labels' centre (σ = 1.5 voxels), Payer's L2 loss (:class:`HeatmapL2Loss`), the grid
-   shifted by up to ``shift_mm`` for augmentation. One localiser for CT and MR.
+   shifted by up to ``shift_mm`` and nnU-Net's intensity steps for augmentation. One localiser for CT and MR.
 3. ``segmentation``: the MAUNet (the config's ``model``/``loss``/``optimizer``/``train``; modality-conditioned
    with :class:`~training.whole_heart.conditioned.ModalityConditionedTrainer` when ``conditional_modality`` or
    ``mi_seg_hybrid``) on ROIs cropped around the ground-truth centre jittered by up to ``jitter_mm``, plus random
-   rotation/scaling and intensity changes; the real cases of ``train_modalities`` (paper: CT; default CT + MR),
-   plus ``synthetic.fraction × real CT`` (rounded half up) synthetic CT cases.
+   rotation/scaling and nnU-Net's intensity/resolution steps (:func:`.cascade_data.augmentations`); the real
+   cases of ``train_modalities`` (paper: CT; default CT + MR), plus ``synthetic.fraction × real CT`` (rounded half
+   up) synthetic CT cases.
 4. ``refinement``: the SCN on the frozen MAUNet's detached softmax (and the image), same samples and loss.
 
 Stages 2-4 train and validate on the real cases of ``train_modalities`` only; ``iterations`` (optimiser steps)
@@ -50,6 +51,7 @@ from training.core.optim import build_optimizer, build_scheduler
 from training.core.recipes import RunState
 from training.core.supervised import load_cases, make_network
 from training.core.trainer import FitResult, SupervisedTrainer
+from training.core.transforms import normalization_schemes
 from training.datasets import Case
 from training.whole_heart import cascade_data as data
 from training.whole_heart.conditioned import ModalityConditionedTrainer
@@ -231,6 +233,12 @@ def grids(settings: CascadeConfig, task: TaskSpec) -> tuple[dict[str, geometry.G
     return roi, loc
 
 
+def image_scheme(config: TrainingConfig, task: TaskSpec) -> str:
+    """The image's normalisation: ``data.normalization`` over the task's (what ``bundle_meta`` records and the
+    predictor's cascade applies)."""
+    return normalization_schemes(config, task)[task.inputs[0].role]
+
+
 def synthetic_folder(run: RunState) -> str | None:
     s = run.settings.synthetic
     return str(run.folder("synthetic")) if s.train else s.dir
@@ -260,7 +268,7 @@ def setup(run: RunState) -> Setup:
         except ValueError as exc:
             raise UserError(f"config recipe.config.synthetic: {exc}") from None
     dims = {"spatial_dims": 3, "in_channels": 1, "out_channels": out_channels(task)}
-    run.shared["setup"] = Setup(task, split, roi_train, roi_grids, loc_grids, task.inputs[0].normalization, dims)
+    run.shared["setup"] = Setup(task, split, roi_train, roi_grids, loc_grids, image_scheme(config, task), dims)
     return run.shared["setup"]
 
 
@@ -295,7 +303,7 @@ def localization_stage(run: RunState) -> dict[str, Any]:
     else:
         config = stage_config(run.config, stage)
         sampler = data.HeartLocalizationSamplesd(s.loc_grids, s.scheme, stage.samples_per_case, stage.shift_mm)
-        augment = data.augmentations(0, 0, 0, aug.intensity_scale, aug.intensity_shift, aug.intensity_prob)
+        augment = data.augmentations(aug)  # intensity steps only: the grid's shift is its spatial augmentation
         train_dl = loader(s.split.train, data.stage_transforms(sampler, augment), config, stage.batch_size,
                           train=True)
         set_iterations(config, stage.iterations, train_dl, "localization")
@@ -318,9 +326,8 @@ def segmentation_config(run: RunState) -> TrainingConfig:
 
 
 def roi_loader(run: RunState, config: TrainingConfig, samples: int, batch: int) -> DataLoader:
-    s, c, aug = setup(run), run.settings, run.config.augmentation
-    augment = data.augmentations(c.rotate_degrees, c.scale_range, c.augment_prob, aug.intensity_scale,
-                                 aug.intensity_shift, aug.intensity_prob)
+    s, c = setup(run), run.settings
+    augment = data.augmentations(run.config.augmentation, c.rotate_degrees, c.scale_range, c.augment_prob)
     sampler = data.HeartROISamplesd(s.roi_grids, s.scheme, samples, c.jitter_mm)
     return loader(s.roi_train, data.stage_transforms(sampler, augment), config, batch, train=True)
 

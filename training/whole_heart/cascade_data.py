@@ -13,8 +13,13 @@ network sees in training exactly what it gets in use:
   localiser's error, Payer's ±20 mm translation) on the ROI grid of its modality, normalised, with the labels
   cropped by nearest neighbour; ``jitter_mm=0`` for validation.
 
-Random rotation/scaling and intensity changes follow as MONAI transforms (:func:`roi_transforms`). No flips: a
-flipped heart swaps left and right.
+Augmentation follows as MONAI transforms (:func:`augmentations`): the ROI's rotation/scaling about its centre
+(``recipe.config``: the cascade samples its ROIs in physical space, so nnU-Net's patch rotation/scaling is not
+used), then nnU-Net's intensity and resolution steps of ``config.augmentation`` (noise, blur, brightness, contrast,
+low resolution, inverted gamma, gamma: :func:`training.core.augment.intensity_steps`, each with its probability),
+then the papers' intensity scale/shift when ``intensity_prob`` > 0. The localiser gets the intensity steps only.
+No mirroring (``flip_prob`` is not read): a mirrored heart swaps the left and right chambers, which no Left/Right
+label swap can undo (LV/RV, LA/RA differ in shape and wall).
 """
 
 from __future__ import annotations
@@ -40,6 +45,8 @@ from multimodalseg.postprocessing import heart as geometry
 from multimodalseg.preprocessing import load_label
 from multimodalseg.tasks import get_task
 
+from training.core.augment import check_augmentation, intensity_steps
+from training.core.config import AugmentationConfig
 from training.datasets.base import Case, CaseImage
 
 KEEP = ("id", "modality", "image", "label")
@@ -122,19 +129,30 @@ class HeartROISamplesd(_Sampler):
                 "label": sitk.GetArrayFromImage(labels)[None].astype(np.int64)}
 
 
-def augmentations(rotate_degrees: float, scale_range: float, prob: float, intensity_scale: float,
-                  intensity_shift: float, intensity_prob: float) -> list:
-    """Rotation/scaling about the sample's centre (nearest for labels, edge values for the image) and intensity
-    scale/shift (MONAI), for ``(1, R, R, R)`` samples."""
+def augmentations(aug: AugmentationConfig, rotate_degrees: float = 0.0, scale_range: float = 0.0,
+                  prob: float = 0.0) -> list:
+    """The random steps after a stage's sampler, for ``(1, R, R, R)`` samples; none when ``aug.enabled`` is False.
+
+    Args:
+        aug: ``config.augmentation``: nnU-Net's intensity/resolution steps and their probabilities, and the papers'
+            intensity scale/shift (``intensity_prob``); its spatial and mirroring fields are not read here.
+        rotate_degrees, scale_range, prob: the ROI's rotation (±degrees per axis) and scaling (±fraction) about
+            its centre in one ``RandAffined`` with probability ``prob`` (``recipe.config``; 0: none, the
+            localiser), nearest for the labels, edge values for the image.
+    """
+    if not aug.enabled:
+        return []
+    check_augmentation(aug)
     steps: list = []
-    if rotate_degrees > 0 or scale_range > 0:
+    if prob > 0 and (rotate_degrees > 0 or scale_range > 0):
         angle = float(np.deg2rad(rotate_degrees))
         steps.append(RandAffined(keys=("image", "label"), prob=prob, rotate_range=(angle,) * 3,
                                  scale_range=(scale_range,) * 3, mode=("bilinear", "nearest"),
                                  padding_mode=("border", "zeros")))
-    if intensity_prob > 0:
-        steps += [RandScaleIntensityd(keys="image", factors=intensity_scale, prob=intensity_prob),
-                  RandShiftIntensityd(keys="image", offsets=intensity_shift, prob=intensity_prob)]
+    steps += intensity_steps(aug)
+    if aug.intensity_prob > 0:  # the papers' own (Payer: CT intensity ±0.2), after nnU-Net's as in the core recipe
+        steps += [RandScaleIntensityd(keys="image", factors=aug.intensity_scale, prob=aug.intensity_prob),
+                  RandShiftIntensityd(keys="image", offsets=aug.intensity_shift, prob=aug.intensity_prob)]
     return steps
 
 

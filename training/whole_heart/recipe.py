@@ -101,11 +101,14 @@ class CascadeRecipe(Recipe):
                      f"{', '.join(stages.train_modalities(settings)).upper()}")
         if settings.synthetic.dir and not settings.synthetic.train:
             split_synthetic(cases, settings.synthetic.dir, task)  # the folder must exist
-        aug = config.augmentation
-        augment = data.augmentations(settings.rotate_degrees, settings.scale_range, settings.augment_prob,
-                                     aug.intensity_scale, aug.intensity_shift, aug.intensity_prob)
+        lines.append(f"normalisation: {stages.image_scheme(config, task)} (bundle preprocessing.normalization)")
+        localiser = ([f"localiser: grid shifted by up to {settings.localization.shift_mm} mm, the same intensity "
+                      f"steps"] if settings.localization.enabled else [])
+        augment = data.augmentations(config.augmentation, settings.rotate_degrees, settings.scale_range,
+                                     settings.augment_prob)
         return Plan(self.name, self.stages(config, settings), nets, lines,
-                    [f"ROI centre jitter up to {settings.jitter_mm} mm", *describe_augmentation(augment)])
+                    [f"ROI centre jitter up to {settings.jitter_mm} mm", *describe_augmentation(augment),
+                     "no mirroring (a mirrored heart swaps the left and right chambers)", *localiser])
 
     def finish(self, run: RunState) -> dict[str, Any]:
         """The bundle: one file, both networks, the geometry between them; then its validation Dice."""

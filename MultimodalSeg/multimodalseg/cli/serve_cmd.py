@@ -44,7 +44,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 class ModelCache:
-    """The last ``size`` loaded bundles by (task, model, file state): a bundle file that changed is loaded again."""
+    """The last ``size`` loaded bundles by (task, model, what it resolves to now): a bundle file that changed, or a
+    catalog name (None: the task's newest) that now means another entry (a model imported meanwhile, by Slicer's
+    "Import model file" or ``models import``), is loaded again."""
 
     def __init__(self, size: int = 2, loader: Callable[[str, Any], Any] | None = None) -> None:
         self.size = max(0, int(size))
@@ -53,17 +55,26 @@ class ModelCache:
         self.hits = self.misses = 0
 
     @staticmethod
-    def _key(task_id: str, model: Any) -> tuple:
+    def _key(task_id: str, model: Any) -> tuple | None:
+        """None when the name resolves to nothing: the loader then raises the user's error, nothing is cached."""
+        from multimodalseg import catalog
+        from multimodalseg.errors import UserError
+
         text = None if model is None else os.fspath(model)
-        state = None
-        if text is not None and Path(text).is_file():
+        if text is not None and (text.endswith(".pt") or os.sep in text or Path(text).exists()):  # as load_model
+            if not Path(text).is_file():
+                return None
             stat = Path(text).stat()
-            state = (str(Path(text).resolve()), stat.st_mtime_ns, stat.st_size)
-        return task_id, text, state
+            return task_id, text, (str(Path(text).resolve()), stat.st_mtime_ns, stat.st_size)
+        try:
+            entry = catalog.default_for(task_id) if text is None else catalog.find(text, task_id)
+        except UserError:
+            return None
+        return task_id, text, (entry.id, entry.version, entry.sha256, str(entry.local_path()))
 
     def load(self, task_id: str, model: Any = None) -> Any:
         key = self._key(task_id, model)
-        if key in self._items:
+        if key is not None and key in self._items:
             self.hits += 1
             self._items.move_to_end(key)
             return self._items[key]
@@ -72,7 +83,7 @@ class ModelCache:
         if loader is None:
             from multimodalseg.inference.predictor import load_model as loader
         bundle = loader(task_id, model)
-        if self.size:
+        if self.size and key is not None:
             self._items[key] = bundle
             while len(self._items) > self.size:
                 self._items.popitem(last=False)
