@@ -183,6 +183,38 @@ def test_tumour_keeps_the_intensity_order_of_each_sequence():
     assert measured == {"et", "ncr"}
 
 
+def test_tumour_cases_have_contrast_filled_vessels_that_are_background():
+    brain = {m.name: m for m in load_anatomy("brain-tumor")}["training_seg_01"]
+    s = generate("brain-tumor", brain, np.random.default_rng(2), spacing=2.5)
+    lab = s.role_labels["t1ce"]
+    vessel, csf = np.isin(lab, (30, 62)), np.isin(lab, (24, lt.OUTER_CSF))
+    grey = np.isin(lab, (3, 42))
+    assert s.info["vessel_ml"] > 1.0 and vessel.sum() > 50
+    t1ce, t2 = s.images["t1ce"], s.images["t2"]
+    kept = (t1ce > 0) & (t2 > 0)  # inside the skull-stripped outline (sulci, cisterns)
+    vessel, csf = vessel & kept, csf & ~vessel & kept
+    # bright on the contrast T1 (above cortex, which is above CSF), a flow void on T2
+    assert t1ce[vessel].mean() > t1ce[grey].mean() > t1ce[csf].mean()
+    assert t2[vessel].mean() < t2[csf].mean()
+    assert set(np.unique(s.label)) <= {0, 1, 2, 4}  # vessels are painted, never labelled
+
+
+def test_some_tumour_cases_keep_the_whole_head():
+    brain = {m.name: m for m in load_anatomy("brain-tumor")}["training_seg_01"]
+    seen = {}
+    for seed in range(12):
+        s = generate("brain-tumor", brain, np.random.default_rng(seed), spacing=3.0)
+        seen.setdefault(s.info["whole_head"], s)
+        if len(seen) == 2:
+            break
+    assert set(seen) == {True, False}
+    for whole_head, s in seen.items():
+        scalp = np.isin(s.role_labels["t1ce"], [v - 400 for v in lt.SYNTHSEG_EXTRA])
+        assert scalp.sum() > 1000
+        painted = (s.images["t1ce"][scalp] > 0).mean()
+        assert painted > 0.9 if whole_head else painted == 0.0  # skull-stripped: exact zeros outside the brain
+
+
 def test_a_synthetic_brain_holds_the_aseg_labels_at_real_volumes():
     maps = load_anatomy("petmr-brain")
     brain = {m.name: m for m in maps}["training_seg_05"]

@@ -28,6 +28,7 @@ from multimodalseg.synthesis.body import lumbar, thorax
 from multimodalseg.synthesis.spatial import SpatialRanges, SpatialTransform
 from multimodalseg.synthesis.stack import stack_vertebrae
 from multimodalseg.synthesis.tumour import TUMOUR_OUTPUT, add_tumour
+from multimodalseg.synthesis.vessels import add_vessels
 
 DEFAULT_SPACING = {"petmr-brain": 2.0, "brain-tumor": 2.0, "whole-heart": 2.0, "spine": 1.5}
 _FOV = {"petmr-brain": (160.0, 200.0, 160.0), "brain-tumor": (150.0, 180.0, 140.0),
@@ -41,6 +42,7 @@ _RANGES = {
     "spine": SpatialRanges(degrees=10.0),
 }
 SPINE_PAIRS = ((43, 44), (45, 46), (47, 48))
+WHOLE_HEAD_FRACTION = 0.2  # brain-tumor cases that are not skull-stripped
 
 
 @dataclass
@@ -87,6 +89,8 @@ def generate(task_id: str, anatomy: Anatomy, rng: np.random.Generator, *, spacin
     labels, grid, info = anatomy.labels, anatomy.grid, {"anatomy": anatomy.name}
     if task_id == "brain-tumor":
         labels, facts = add_tumour(labels, grid, s_extra)
+        info.update(facts)
+        labels, facts = add_vessels(labels, grid, s_extra)
         info.update(facts)
     elif task_id == "whole-heart":
         modality = modality or "ct"
@@ -207,10 +211,15 @@ def _paint(task_id, modality, sampled, grids, rng, render) -> tuple[dict[str, np
         table = priors.tumour_sequences()
         keep = set(lt.BRAIN_LABELS) | set(TUMOUR_OUTPUT)
         groups = priors.brain_groups()
+        # most BraTS-like data is skull-stripped; some users give whole-head scans: keep scalp, skull, orbits
+        whole_head = bool(rng.random() < WHOLE_HEAD_FRACTION)
+        facts["whole_head"] = whole_head
         for role in ("flair", "t1", "t1ce", "t2"):
             r = streams[role]
             prior = ix.jittered_prior(table[role], r, rel=0.12, groups=groups)
-            outside = ~_stripped_brain(sampled[role], keep)
+            if whole_head:  # extra-cerebral tissues get any brightness per sequence (fat, marrow, muscle, ...)
+                prior.update({v: (float(r.uniform(5.0, 180.0)), float(r.uniform(3.0, 15.0))) for v in priors.EXTRA})
+            outside = sampled[role] == 0 if whole_head else ~_stripped_brain(sampled[role], keep)
             images[role], facts[role] = ix.mr_chain(render(role, prior, r), grids[role].spacing, r,
                                                     background_mask=outside)
     elif task_id == "whole-heart":

@@ -50,7 +50,7 @@ def tumour_sequences() -> dict[str, dict[int, tuple[float, float]]]:
     # (WM, GM, deep scale, CSF, choroid, vessel, WM lesion, NCR, ED, ET)
     rows = {
         "t1": (100, 65, 1.0, 25, 50, 50, 75, 40, 72, 75),
-        "t1ce": (100, 70, 1.0, 25, 140, 150, 75, 35, 75, 175),
+        "t1ce": (100, 70, 1.0, 25, 140, 200, 75, 35, 75, 175),
         "t2": (60, 90, 0.9, 200, 120, 35, 130, 185, 150, 115),
         "flair": (80, 100, 1.0, 22, 60, 40, 150, 110, 175, 140),
     }
