@@ -148,16 +148,20 @@ def test_fuse_command_emits_json_progress_per_slice_batch(cli, tmp_path, tiny_bu
 
 
 def test_segment_spine_fusion_stage_progress(tmp_path, tiny_bundle):
-    ct, mr = write_pair(tmp_path / "case", z=(60, 64))
+    """The shipped MCF segments the fused image: fusion is its own stage before the sliding window, reporting
+    after each batch of padded slices. Padding is asked for here: the shipped MCF
+    was trained on unpadded fused slices, so by default it fuses unpadded, all 6 slices in one pass."""
+    ct, mr = write_pair(tmp_path / "case", z=(60, 66))
     events: list[dict] = []
     predictor = Predictor.from_model("spine", None, device="cpu", progress=events.append,
-                                     report_options={"fusion_model": str(tiny_bundle)})
+                                     report_options={"fusion_model": str(tiny_bundle), "fusion_pad": True})
     result = predictor.predict({"ct": ct, "mr": mr})
     check_progress(events)
     stages = [e["stage"] for e in events if e["event"] == "progress"]
     fusion = [i for i, s in enumerate(stages) if s == "fusion"]
-    assert len(fusion) == 4  # one per padded slice of the 4 (fused strip by strip, one slice at a time)
-    assert stages.index("postprocess") < fusion[0] and fusion[-1] < stages.index("write")
+    batches = -(-6 // FusionRunner(load_bundle(tiny_bundle), "cpu").batch_size(512, 512))  # strips: 1 slice
+    assert len(fusion) == batches >= 2
+    assert stages.index("preprocess") < fusion[0] and fusion[-1] < stages.index("sliding window")
     fractions = [e["fraction"] for e in events if e.get("stage") == "fusion"]
     assert fractions[-1] - fractions[0] > 0.2  # fusion moves the bar visibly, not inside a few per cent
     assert "fused" in result.images and result.report["spine"]["fusion"]["settings"]["pad_to"] == [512, 512]

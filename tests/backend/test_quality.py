@@ -101,9 +101,14 @@ def test_predictor_head_ct_gets_warning_events_and_quality(heart_predictor):
     assert result.labels.GetSize() == head_ct().GetSize()  # labels still written: a warning, not a refusal
 
 
-def test_predictor_heart_phantom_has_no_quality_warning(heart_predictor):
+def test_predictor_plausible_heart_ct_has_no_quality_warning(heart_predictor):
+    """A synthetic thorax CT of the anatomy held out of the shipped model's training: plausible in and out."""
+    from multimodalseg.synthesis import load_anatomy, make_synth_case
+    from multimodalseg.synthesis.anatomy import HELD_OUT
+
     predictor, events = heart_predictor
     events.clear()
-    result = predictor.predict(make_case("whole-heart", 9000, modality="ct").images)
+    held = tuple(m for m in load_anatomy("whole-heart") if m.name in HELD_OUT["heart"])
+    result = predictor.predict(make_synth_case("whole-heart", 9000, anatomy=held, modality="ct").images)
     assert result.report["quality"]["ok"], result.report["quality"]["warnings"]
     assert not [e for e in events if e.get("event") == "warning" and e["message"].startswith("quality:")]

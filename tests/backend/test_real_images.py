@@ -108,11 +108,14 @@ def test_table_says_refused_and_skipped():
 
 @pytest.mark.slow
 def test_one_case_end_to_end(tmp_path):
-    """A heart phantom as a case without labels: the CLI run, its report and an overlay PNG."""
-    from multimodalseg.phantoms.case import make_case
+    """A synthetic heart CT of the anatomy held out of the demo's training, as a case without labels: the CLI
+    run, its report (plausible volumes) and an overlay PNG."""
+    from multimodalseg.synthesis import load_anatomy, make_synth_case
+    from multimodalseg.synthesis.anatomy import HELD_OUT
 
+    held = tuple(m for m in load_anatomy("whole-heart") if m.name in HELD_OUT["heart"])
     path = tmp_path / "ct.nii.gz"
-    sitk.WriteImage(make_case("whole-heart", 3, modality="ct").images["image"], str(path))
+    sitk.WriteImage(make_synth_case("whole-heart", 9101, anatomy=held, modality="ct").images["image"], str(path))
     case = {"id": "phantom", "task": "whole-heart", "inputs": {"image": str(path)}, "reference": None,
             "scoring": "none", "source": "test", "notes": ""}
     model = ri.segmentation_models()["whole-heart"][0]

@@ -208,15 +208,30 @@ def test_segment_spine_writes_labels_disagreement_and_fused_out_of_the_box(cli, 
 
 
 @pytest.mark.slow
-def test_shipped_mcf_vertebra_dice_on_three_fresh_phantoms():
-    predictor = Predictor.from_model("spine", None, device="cpu", report_options={"fusion": False})
-    dice = []
-    for seed in (960, 961, 962):
-        case = make_case("spine", seed, misregister=False)
-        result = predictor.predict(case.images)
-        pred, truth = result.indices == 1, sitk.GetArrayFromImage(case.label) == 1
-        dice.append(2 * (pred & truth).sum() / (pred.sum() + truth.sum()))
-    assert min(dice) >= 0.80, dice
+def test_shipped_mcf_on_a_held_out_anatomy():
+    """The shipped 0.2.0 segments the fused image and was trained on synthetic cases of the panoptica lumbar map; a
+    synthetic case of the held-out tptbox MR anatomy (32 sagittal slices about the midline, to stay fast) measured
+    vertebra 0.763 / disc 0.745. The phantom-trained 0.1.0 (CT + MR channels) scored 0.610 / 0.024 on such cases
+    (and 0.560 / 0.000 on the real tptbox CT / MR crops, 0.2.0 0.575 / 0.468)."""
+    from multimodalseg.synthesis import load_anatomy, make_synth_case
+    from multimodalseg.synthesis.anatomy import HELD_OUT
+
+    held = tuple(m for m in load_anatomy("spine") if m.name in HELD_OUT["spine"])
+    case = make_synth_case("spine", 9101, anatomy=held, misregister=False)
+    ct = case.images["ct"]
+    half = int(round(24.0 / ct.GetSpacing()[0]))
+    x0 = ct.GetSize()[0] // 2 - half
+
+    def crop(image):
+        return sitk.RegionOfInterest(image, [2 * half, *ct.GetSize()[1:]], [x0, 0, 0])
+
+    result = Predictor.from_model("spine", None, device="cpu").predict({"ct": crop(ct), "mr": case.images["mr"]})
+    truth = sitk.GetArrayFromImage(crop(case.label))
+    dice = {}
+    for index, name in ((1, "vertebra"), (2, "disc")):
+        pred, ref = result.indices == index, truth == index
+        dice[name] = 2 * (pred & ref).sum() / (pred.sum() + ref.sum())
+    assert dice["vertebra"] >= 0.70 and dice["disc"] >= 0.65, dice
 
 
 @pytest.mark.parametrize("kind, pattern", [

@@ -1,6 +1,7 @@
-"""The shipped whole-heart demo bundle end to end (issue 7): the cascade (localisation -> ROI -> modality-conditioned
-MAUNet -> SCN) with one set of weights for CT and MR, Dice on fresh CT and MR phantoms, the conditioning is real, an
-input without its modality is refused, ``segment`` out of the box with chamber volumes, WHS score in ``evaluate``."""
+"""The shipped whole-heart demo bundle end to end: the cascade (localisation -> ROI -> modality-conditioned MAUNet ->
+SCN) with one set of weights for CT and MR, Dice on synthetic CT and MR cases of the anatomy held out of its training,
+the conditioning is real, an input without its modality is refused, ``segment`` out of the box with chamber volumes,
+WHS score in ``evaluate``."""
 
 from __future__ import annotations
 
@@ -14,13 +15,16 @@ from multimodalseg import catalog, io
 from multimodalseg.metrics import evaluate_images
 from multimodalseg.metrics.heart import WHS_STRUCTURES, whs_scores
 from multimodalseg.phantoms import make_case
+from multimodalseg.synthesis import load_anatomy, make_synth_case
+from multimodalseg.synthesis.anatomy import HELD_OUT
 from multimodalseg.tasks import get_task
 
 TASK = get_task("whole-heart")
 MODEL_ID = "whole-heart-demo"
-# The bundle was trained on phantom seeds 100-111 of each modality (training/configs/whole-heart-cascade.yaml);
-# these seeds were never seen in training.
+# The bundle (0.3.0) was trained on `synth` cases of the two HeartDeformNets maps; these cases come from the
+# linflonet mesh anatomy, held out of its training (HELD_OUT["heart"]), with seeds it never saw.
 FRESH_SEEDS = (9100, 9101, 9102)
+HELD_OUT_ANATOMY = tuple(m for m in load_anatomy("whole-heart") if m.name in HELD_OUT["heart"])
 
 
 @pytest.fixture(autouse=True)
@@ -30,7 +34,7 @@ def own_home(tmp_path, monkeypatch):
 
 
 def write_case(seed: int, modality: str, folder: Path):
-    case = make_case(TASK.id, seed, modality=modality)
+    case = make_synth_case(TASK.id, seed, anatomy=HELD_OUT_ANATOMY, modality=modality)
     return case, io.write_image(case.images["image"], folder / f"{modality}_{seed}.nii.gz")
 
 
@@ -68,7 +72,7 @@ def predictor(tmp_path_factory):
         return Predictor.from_model(TASK.id, device="cpu")
 
 
-def test_one_model_segments_fresh_ct_and_mr_phantoms(predictor, tmp_path):
+def test_one_model_segments_ct_and_mr_of_a_held_out_anatomy(predictor, tmp_path):
     assert predictor.bundle.id == MODEL_ID
     means: dict[str, list[float]] = {"ct": [], "mr": []}
     rows: dict[str, list[dict[str, float]]] = {"ct": [], "mr": []}
@@ -81,16 +85,17 @@ def test_one_model_segments_fresh_ct_and_mr_phantoms(predictor, tmp_path):
     overall = float(np.mean(means["ct"] + means["mr"]))
     by_structure = {m: {k: round(float(np.mean([p[k] for p in r])), 4) for k in WHS_STRUCTURES}
                     for m, r in rows.items()}
-    print(f"fresh-phantom Dice CT {np.mean(means['ct']):.4f} MR {np.mean(means['mr']):.4f} ({by_structure})")
-    assert overall >= 0.85, f"mean Dice over the 7 structures {overall:.3f} < 0.85 ({by_structure})"
+    print(f"held-out anatomy Dice CT {np.mean(means['ct']):.4f} MR {np.mean(means['mr']):.4f} ({by_structure})")
+    # measured 0.600 (CT 0.668, MR 0.532); the phantom-trained 0.2.0 scored 0.227 here
+    assert overall >= 0.55, f"mean Dice over the 7 structures {overall:.3f} < 0.55 ({by_structure})"
 
 
-def test_a_ct_case_with_the_mr_flag_scores_worse(predictor, tmp_path):
-    case, path = write_case(FRESH_SEEDS[0], "ct", tmp_path)
-    right, _ = mean_dice(predictor.predict({"image": path}, modality="ct").labels, case)
-    wrong, _ = mean_dice(predictor.predict({"image": path}, modality="mr").labels, case)
-    print(f"CT case: Dice {right:.4f} with the CT flag, {wrong:.4f} with the MR flag")
-    assert wrong < right - 0.02, (wrong, right)  # the same image through the MR norms: the conditioning is real
+def test_an_mr_case_with_the_ct_flag_scores_worse(predictor, tmp_path):
+    case, path = write_case(FRESH_SEEDS[0], "mr", tmp_path)
+    right, _ = mean_dice(predictor.predict({"image": path}, modality="mr").labels, case)
+    wrong, _ = mean_dice(predictor.predict({"image": path}, modality="ct").labels, case)
+    print(f"MR case: Dice {right:.4f} with the MR flag, {wrong:.4f} with the CT flag")
+    assert wrong < right - 0.05, (wrong, right)  # the same image through the CT norms: the conditioning is real
 
 
 def test_an_input_without_its_modality_is_refused(cli, tmp_path):

@@ -8,8 +8,10 @@ import json
 import numpy as np
 import pytest
 import SimpleITK as sitk
+import torch
 from multimodalseg import io
 from multimodalseg.bundles import load_bundle
+from multimodalseg.catalog import fetch, find
 from multimodalseg.inference.fusion import FusionRunner, fuse_case
 from multimodalseg.inference.predictor import Predictor
 from multimodalseg.phantoms import make_case, write_case
@@ -18,6 +20,10 @@ from training.core.cli import main
 from training.spine.data import case_transform, choose_labelled, load_cases
 
 MCF, FUSION = "training/configs/spine-mcf.yaml", "training/configs/spine-fusion.yaml"
+
+
+def catalog_fetch(model_id: str):
+    return fetch(find(model_id, "spine"))
 
 
 def fit(config: str, data, out, *sets: str) -> int:
@@ -80,3 +86,58 @@ def test_bad_input_exits_2(tmp_path, capsys):
     assert fit(MCF, data, tmp_path / "c", "recipe.config.mcf.iterations=1") == 2
     assert "no labelled case" in capsys.readouterr().err
     assert not (tmp_path / "c" / "summary.json").exists()
+
+
+def test_fused_input_mcf_fit_trains_on_the_fused_image_and_the_bundle_says_so(tmp_path):
+    """The default spine-mcf.yaml: the frozen fusion bundle fuses each case once (cached), MCF takes 1 channel."""
+    data = _dataset(tmp_path / "data", 2)
+    run, cache = tmp_path / "mcf", tmp_path / "cache"
+    assert fit(MCF, data, run, "recipe.config.mcf.iterations=2", "recipe.config.mcf.patch_size=[32, 32]",
+               f"recipe.config.fusion_cache={cache}", "recipe.config.single_modality=false") == 0
+    assert len(list(cache.glob("*.npy"))) == 2  # each case fused once, both modalities
+    bundle = load_bundle(run / json.loads((run / "summary.json").read_text())["bundle"], task="spine")
+    assert bundle.meta["preprocessing"]["input"] == "fused"
+    assert bundle.meta["network"]["config"]["in_channels"] == 1
+    assert bundle.meta["inference"]["plane"] == "sagittal"
+    fusion = load_bundle(catalog_fetch("spine-fusion-demo"), task="spine")
+    assert bundle.meta["fusion_model"]["sha256"] == fusion.sha256
+    case = make_case("spine", 710, shape=(24, 40, 40), misregister=False)
+    result = Predictor(bundle, "cpu").predict(case.images)
+    assert result.report["spine"]["network_input"] == "fused" and "fused" in result.images
+
+
+def test_channels_ablation_and_widths_come_from_the_config(tmp_path):
+    data = _dataset(tmp_path / "data", 2)
+    run = tmp_path / "mcf"
+    assert fit(MCF, data, run, "recipe.config.mcf.iterations=1", "recipe.config.mcf.patch_size=[32, 32]",
+               "recipe.config.input=channels", "recipe.config.plane=null",
+               "recipe.config.network.unet_features=[4, 4, 8, 8, 16, 4]", "recipe.config.network.vnet_features=4") == 0
+    bundle = load_bundle(run / json.loads((run / "summary.json").read_text())["bundle"], task="spine")
+    config = bundle.meta["network"]["config"]
+    assert bundle.meta["preprocessing"]["input"] == "channels" and config["in_channels"] == 2
+    assert config["unet_features"] == [4, 4, 8, 8, 16, 4] and config["vnet_features"] == 4
+    assert bundle.meta["inference"]["slice_axis"] == 0 and "fusion_model" not in bundle.meta
+    assert not (run / "fused_cache").exists()
+
+
+def test_paper_fusion_settings_pad_as_inference_and_count_epochs():
+    from multimodalseg.nets.cddfuse import pad_slices
+
+    from training.spine.fusion import FusionConfig, FusionSliceSampler
+    from training.spine.fusion_losses import make_optimizers
+
+    config = FusionConfig(batch=16, optimizer="adamw", weight_decay=0.025, epochs=100, pad_to=(64, 64),
+                          patch_size=(64, 64), pad_mode="replicate", min_contrast=0.0)
+    assert config.for_slices(40).iterations == 250  # 100 passes over 40 slices, 16 per batch
+    rng = np.random.default_rng(0)
+    ct, mr = rng.random((1, 20, 30), dtype=np.float32), rng.random((1, 20, 30), dtype=np.float32)
+    got_ct, got_mr = FusionSliceSampler([(ct, mr)], config, np.random.default_rng(0)).batch(1)
+    expected, _ = pad_slices(torch.from_numpy(ct)[None], (64, 64), "replicate")  # what FusionRunner does
+    np.testing.assert_array_equal(got_ct[0, 0].numpy(), expected[0, 0].numpy())
+    from multimodalseg.nets.cddfuse import DEMO_CONFIG, CDDFuse
+
+    optimizers = make_optimizers(CDDFuse(2, 1, 1, **DEMO_CONFIG), 1e-4, 0.025, decoupled=True)
+    assert all(isinstance(o, torch.optim.AdamW) and o.defaults["weight_decay"] == 0.025
+               for o in optimizers.values())
+    with pytest.raises(ValueError, match="pad_to"):
+        FusionConfig(pad_to=(32, 32), patch_size=(64, 64))

@@ -41,6 +41,8 @@ class SpineCase:
         image: ``(2, Z, Y, X)`` float32, channels ``ct``, ``mr`` normalised as the task says, on the network grid.
         label: ``(Z, Y, X)`` training indices on the network grid, or None (unlabelled).
         ct_hu, mr: ``(Z, Y, X)`` float32 on the CT grid in raw units (HU, MR intensity) for fusion.
+        reference: the CT grid (geometry of ``ct_hu``/``mr``), to bring a fused volume onto the network grid.
+        grid: the network grid (geometry of ``image``/``label``; its direction gives the slice plane's axis).
     """
 
     id: str
@@ -48,6 +50,8 @@ class SpineCase:
     label: np.ndarray | None
     ct_hu: np.ndarray
     mr: np.ndarray
+    reference: sitk.Image | None = None
+    grid: sitk.Image | None = None
 
 
 def case_transform(folder: Path | None) -> sitk.Transform | None:
@@ -90,7 +94,7 @@ def load_cases(root: str | os.PathLike, spacing: Sequence[float] | None, *, with
         if label is not None:
             label = prep.labels_to_grid(label, reference, grid)
         ct, mr = raw[task.roles.index("ct")].copy(), raw[task.roles.index("mr")].copy()
-        out.append(SpineCase(case.id, array, label, ct, mr))
+        out.append(SpineCase(case.id, array, label, ct, mr, reference, grid))
     if not out:
         raise UserError("no spine cases found", root)
     return out

@@ -2,13 +2,17 @@
 
 Volumes are the CT and the registered MR on the CT grid, scaled to [0, 1] as inference scales them
 (``multimodalseg.inference.fusion.scale_inputs``). Each iteration draws ``batch`` random slices along ``axis``,
-pads them with zeros to at least ``patch_size`` (what ``CDDFuse.forward`` does at inference) and crops a random
-``patch_size`` window; windows with almost no contrast in both images are redrawn (CDDFuse drops low-contrast
-patches). Stage I (the first ``stage_one_fraction`` of the iterations, 40 % as CDDFuse's 40 of 120 epochs) trains
-encoder and decoder as an auto-encoder per modality; stage II adds the fusion layers. Four Adam optimisers
-(encoder, decoder, base fusion, detail fusion), gradient-norm clipping 0.01 per module, the learning rate halved
-every ``lr_step`` iterations (CDDFuse: every 20 epochs) down to ``lr_min``; the fusion layers' schedule starts with
-stage II. All in :class:`FusionConfig`; ``training.spine.fusion_losses`` has the losses and the optimisation step.
+pads them to at least ``patch_size`` and crops a random ``patch_size`` window. With ``pad_to`` (the spine paper:
+512 x 512) a slice is first padded exactly as inference pads it (``nets.cddfuse.pad_slices`` with ``pad_mode``;
+the bundle records both, so ``FusionRunner`` pads the same way); without it, with zeros to the patch. Windows with
+almost no contrast in both images are redrawn (CDDFuse drops low-contrast patches). Stage I (the first
+``stage_one_fraction`` of the iterations, 40 % as CDDFuse's 40 of 120 epochs) trains encoder and decoder as an
+auto-encoder per modality; stage II adds the fusion layers. Four Adam optimisers (encoder, decoder, base fusion,
+detail fusion), gradient-norm clipping 0.01 per module, the learning rate halved every ``lr_step`` iterations
+(CDDFuse: every 20 epochs) down to ``lr_min``; the fusion layers' schedule starts with stage II.
+``optimizer: adamw`` makes the weight decay decoupled (the spine paper: AdamW, 0.025); ``epochs`` (passes over all
+slices of the data, the paper: 100) sets ``iterations`` from the data. All in :class:`FusionConfig`;
+``training.spine.fusion_losses`` has the losses and the optimisation step.
 
 Example:
     >>> model = CDDFuse(2, 1, 1, **DEMO_CONFIG)
@@ -18,7 +22,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
@@ -45,12 +49,33 @@ class FusionConfig:
     ssim: str = "kornia"
     min_contrast: float = 0.02  # [recon] std below this in both images: a background patch, redrawn
     seed: int = 0
+    optimizer: str = "adam"  # CDDFuse; "adamw": decoupled weight decay (the spine paper)
+    epochs: int | None = None  # set: iterations = ceil(epochs x slices / batch), counted on the data
+    pad_to: tuple[int, int] | None = None  # pad slices as inference does (the spine paper: 512 x 512)
+    pad_mode: str = "replicate"  # with pad_to: nets.cddfuse.pad_slices' mode, recorded in the bundle
 
     def __post_init__(self) -> None:
+        from multimodalseg.nets.cddfuse import PAD_MODES
+
         if self.iterations < 0 or self.batch < 1 or not 0.0 <= self.stage_one_fraction <= 1.0:
             raise ValueError("iterations must be >= 0, batch >= 1 and stage_one_fraction in [0, 1]")
         if len(self.patch_size) != 2 or any(s < 1 for s in self.patch_size) or self.axis not in (0, 1, 2):
             raise ValueError("patch_size must be two positive integers and axis 0, 1 or 2")
+        if self.optimizer not in ("adam", "adamw") or self.pad_mode not in PAD_MODES:
+            raise ValueError(f"optimizer must be adam or adamw and pad_mode one of {PAD_MODES}")
+        if self.epochs is not None and self.epochs < 1:
+            raise ValueError(f"epochs must be at least 1, got {self.epochs}")
+        if self.pad_to is not None:
+            self.pad_to = (int(self.pad_to[0]), int(self.pad_to[1]))
+            if min(self.pad_to) < 1 or any(p > t for p, t in zip(self.patch_size, self.pad_to)):
+                raise ValueError(f"pad_to {list(self.pad_to)} must be positive and at least patch_size "
+                                 f"{list(self.patch_size)}")
+
+    def for_slices(self, slices: int) -> FusionConfig:
+        """With ``epochs``: the iterations that make that many passes over ``slices`` slices (else unchanged)."""
+        if self.epochs is None:
+            return self
+        return replace(self, iterations=max(1, -(-self.epochs * slices // self.batch)))
 
     @property
     def stage_one_iterations(self) -> int:
@@ -84,6 +109,13 @@ class FusionSliceSampler:
         index = int(self.rng.integers(ct.shape[axis]))
         ph, pw = self.config.patch_size
         slices = [np.take(v, index, axis=axis) for v in (ct, mr)]
+        if self.config.pad_to is not None:  # as CDDFuse.forward pads at inference, same function and mode
+            from multimodalseg.nets.cddfuse import pad_slices
+
+            h, w = slices[0].shape
+            size = (max(h, self.config.pad_to[0]), max(w, self.config.pad_to[1]))
+            slices = [pad_slices(torch.from_numpy(np.ascontiguousarray(s))[None, None], size,
+                                 self.config.pad_mode)[0][0, 0].numpy() for s in slices]
         h, w = slices[0].shape
         th, tw = max(h, ph), max(w, pw)
         top, left = (th - h) // 2, (tw - w) // 2
@@ -120,7 +152,7 @@ def train_fusion(model: CDDFuse, volumes: Sequence[tuple[np.ndarray, np.ndarray]
     rng = np.random.default_rng(config.seed)
     sampler = FusionSliceSampler(volumes, config, rng)
     model.to(device)
-    optimizers = make_optimizers(model, config.lr, config.weight_decay)
+    optimizers = make_optimizers(model, config.lr, config.weight_decay, decoupled=config.optimizer == "adamw")
     loss = CDDFuseLoss(ssim=config.ssim)
     history = []
     for iteration in range(config.iterations):

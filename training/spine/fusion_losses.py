@@ -156,10 +156,12 @@ def stage_modules(stage: int) -> list[str]:
     return ["encoder", "decoder"] if stage == 1 else ["encoder", "decoder", "base_fusion", "detail_fusion"]
 
 
-def make_optimizers(model: CDDFuse, lr: float = 1e-4, weight_decay: float = 0.0) -> dict[str, torch.optim.Adam]:
-    """CDDFuse's four Adam optimisers, one per parameter group (the spine paper: weight decay 0.025)."""
-    return {name: torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
-            for name, params in model.parameter_groups().items()}
+def make_optimizers(model: CDDFuse, lr: float = 1e-4, weight_decay: float = 0.0, *,
+                    decoupled: bool = False) -> dict[str, torch.optim.Optimizer]:
+    """CDDFuse's four Adam optimisers, one per parameter group; ``decoupled``: AdamW (the spine paper: weight decay
+    0.025, decoupled)."""
+    cls = torch.optim.AdamW if decoupled else torch.optim.Adam
+    return {name: cls(params, lr=lr, weight_decay=weight_decay) for name, params in model.parameter_groups().items()}
 
 
 def fusion_step(model: CDDFuse, optimizers: dict[str, torch.optim.Optimizer], loss: CDDFuseLoss, ct: torch.Tensor,

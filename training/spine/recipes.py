@@ -5,6 +5,9 @@
 - ``mcf``: stage ``mcf`` trains the UNet + VNet pair with ``labelled_fraction`` of the labelled cases' labels
   (the rest unlabelled); with ``compare_unet`` a stage ``unet_alone`` trains the UNet subnet on the labelled
   cases only (same start, budget, optimiser and seed) and both Dice scores go into the summary and the bundle.
+  The network segments the fused CT-MR image by default, as the spine paper (``input: fused``): the frozen fusion
+  bundle ``fusion_model`` fuses each case once on its CT grid (cached, ``training.spine.fused``); ``input:
+  channels`` is the ablation (CT and MR as two channels). ``network`` holds the widths, ``plane`` the slice plane.
 - ``fusion``: one stage ``fusion`` running CDDFuse's two phases in one iteration schedule: phase I (auto-encoder
   per modality, the first ``fusion.stage_one_fraction`` of the iterations), phase II (the fusion layers added).
 
@@ -16,7 +19,7 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +29,7 @@ from multimodalseg.bundles import save_bundle
 from multimodalseg.errors import UserError
 from multimodalseg.nets.cddfuse import DEMO_CONFIG as FUSION_DEMO_CONFIG
 from multimodalseg.nets.cddfuse import CDDFuse
+from multimodalseg.postprocessing.spine import PLANES, plane_axis
 from multimodalseg.tasks import get_task
 
 from training.core.checkpoint import load_checkpoint, save_checkpoint
@@ -34,7 +38,8 @@ from training.core.loggers import IterationLogger
 from training.core.recipes import NetworkInfo, Plan, Recipe, RunState, Stage, count_parameters
 from training.datasets import check_dataset, find_cases
 from training.spine import runs
-from training.spine.data import choose_labelled, load_cases
+from training.spine.data import SpineCase, choose_labelled, load_cases
+from training.spine.fused import fused_volume, fusion_reference, fusion_runner, network_input
 from training.spine.fusion import FusionConfig, train_fusion
 from training.spine.mcf import MCFConfig
 
@@ -56,8 +61,15 @@ class MCFSettings:
     compare_unet: bool = False
     val_data: str | None = None
     limit: int | None = None
-    spacing: list[float] = field(default_factory=lambda: list(runs.SPACING))
+    spacing: list[float] | None = field(default_factory=lambda: list(runs.SPACING))  # None: the CT grid's own
     mcf: dict[str, Any] = field(default_factory=lambda: {"iterations": 6000, "patch_size": [64, 64]})
+    input: str = "fused"  # the paper: MCF segments the fused image; "channels": CT and MR as 2 channels (ablation)
+    fusion_model: str | None = "spine-fusion-demo"  # frozen fusion bundle (catalog id or file) for input "fused"
+    fusion_pad: bool = True  # pad the slices as the fusion bundle was trained (what inference does)
+    fusion_cache: str | None = None  # folder of cached fused volumes; None: RUN/fused_cache
+    network: dict[str, Any] = field(default_factory=lambda: dict(runs.MCF_DEMO_CONFIG))  # MCFNet widths
+    plane: str | None = None  # axial | sagittal | coronal per case grid (overrides mcf.axis); the bundle records it
+    single_modality: bool = False  # also train on fused (CT, zero MR) / (zero CT, MR) variants of the cases
 
 
 @dataclass
@@ -67,6 +79,8 @@ class FusionSettings:
 
     limit: int | None = None
     fusion: dict[str, Any] = field(default_factory=lambda: {"iterations": 3000, "batch": 8, "patch_size": [128, 128]})
+    network: dict[str, Any] = field(default_factory=lambda: {k: v for k, v in FUSION_DEMO_CONFIG.items()
+                                                             if k != "pad_to"})  # CDDFuse widths
 
 
 def _check_spine(config: TrainingConfig, recipe: str) -> None:
@@ -120,6 +134,17 @@ class MCFRecipe(Recipe):
 
     def check(self, config: TrainingConfig, settings: MCFSettings) -> None:
         _check_spine(config, self.name)
+        if settings.input not in ("fused", "channels"):
+            raise UserError(f"config recipe.config.input must be fused or channels, got '{settings.input}'")
+        if settings.plane is not None and settings.plane not in PLANES:
+            raise UserError(f"config recipe.config.plane must be one of {', '.join(PLANES)}, got '{settings.plane}'")
+        try:
+            runs.build_mcf(0, 1, network=settings.network)
+        except (TypeError, ValueError) as exc:
+            raise UserError(f"config recipe.config.network: {exc}") from None
+
+    def in_channels(self, settings: MCFSettings) -> int:
+        return 1 if settings.input == "fused" else 2
 
     def mcf_config(self, config: TrainingConfig, settings: MCFSettings) -> MCFConfig:
         return _settings(MCFConfig, settings.mcf, config.seed, "mcf")
@@ -138,20 +163,48 @@ class MCFRecipe(Recipe):
             cases = load_cases(_root(run.config), s.spacing, limit=s.limit)
             val = load_cases(s.val_data, s.spacing) if s.val_data else []
             labelled = choose_labelled(cases, s.labelled_fraction, run.config.seed)
-            run.shared.update(cases=cases, val=val, labelled=labelled, train=runs.slice_cases(cases, labelled))
+            fusion = None
+            if s.input == "fused":
+                runner = fusion_runner(s.fusion_model, pad=s.fusion_pad)
+                fusion = fusion_reference(runner)
+                cache = s.fusion_cache or run.out / "fused_cache"
+            axis = self.mcf_config(run.config, s).axis
+            prepared: dict[str, list[SpineCase]] = {"train": [], "val": []}
+            for part, items, root in (("train", cases, _root(run.config)), ("val", val, s.val_data)):
+                for i, case in enumerate(items):
+                    # single-modality variants: alternately without MR and without CT, training cases only
+                    variants = ["both"] + ([("no_mr", "no_ct")[i % 2]] if s.single_modality and part == "train"
+                                           else [])
+                    for variant in variants:
+                        if fusion is not None:
+                            fused = fused_volume(runner, case.id, case.ct_hu, case.mr, variant, cache, root)
+                            image = network_input(fused, case.reference, s.spacing)
+                        else:
+                            image = case.image.copy()
+                            if variant != "both":  # the normalised zero image: 0 HU and 0 MR both give 0
+                                image[0 if variant == "no_ct" else 1] = 0.0
+                        case_axis = plane_axis(case.grid, s.plane) if s.plane else axis
+                        prepared[part].append(runs.sliced_along(replace(case, image=image), case_axis))
+            run.shared.update(cases=cases, val=prepared["val"], labelled=labelled, fusion=fusion,
+                              train=runs.slice_cases(prepared["train"], labelled))
         return run.shared
 
+    def _mcf_loop_config(self, run: RunState) -> MCFConfig:
+        """MCF's settings for the loops: the cases are already sliced along their plane, first (axis 0)."""
+        return replace(self.mcf_config(run.config, run.settings), axis=0)
+
     def train_mcf(self, run: RunState) -> dict[str, Any]:
-        d, config = self.data(run), self.mcf_config(run.config, run.settings)
+        d, config = self.data(run), self._mcf_loop_config(run)
+        s = run.settings
         done = run.done("mcf")
         if done is not None:
-            model = runs.build_mcf(config.seed)
+            model = runs.build_mcf(config.seed, self.in_channels(s), network=s.network)
             _restore(run, "mcf", model)
             run.shared["mcf"] = runs.SegmentationRun(model, done["seconds"], done["dice"], [])
             return done
         print(f"MCF: {len(d['labelled'])} labelled ({', '.join(d['labelled'])}), "
               f"{len(d['cases']) - len(d['labelled'])} unlabelled, {config.iterations} iterations", file=sys.stderr)
-        result = runs.train_mcf_run(d["train"], d["val"], config)
+        result = runs.train_mcf_run(d["train"], d["val"], config, in_channels=self.in_channels(s), network=s.network)
         _save_stage(run, "mcf", result.model, result.history)
         run.shared["mcf"] = result
         return {"seconds": round(result.seconds, 1), "dice": result.dice, "labelled_cases": d["labelled"],
@@ -162,8 +215,9 @@ class MCFRecipe(Recipe):
         done = run.done("unet_alone")
         if done is not None:
             return done
-        d, config = self.data(run), self.mcf_config(run.config, run.settings)
-        result = runs.train_unet_alone(d["train"], d["val"], config)
+        d, config, s = self.data(run), self._mcf_loop_config(run), run.settings
+        result = runs.train_unet_alone(d["train"], d["val"], config, in_channels=self.in_channels(s),
+                                       network=s.network)
         _save_stage(run, "unet_alone", result.model, result.history)
         return {"seconds": round(result.seconds, 1), "dice": result.dice}
 
@@ -172,9 +226,14 @@ class MCFRecipe(Recipe):
         lines = _data_lines(config, True)
         if settings.val_data:
             lines.append(f"validation: {settings.val_data}")
-        lines.append(f"2D slices along axis {config_mcf.axis}, patch {list(config_mcf.patch_size)}, "
-                     f"spacing {settings.spacing} mm")
-        nets = [NetworkInfo("mcf", "mcf (UNet + VNet)", count_parameters(lambda: runs.build_mcf(config.seed)))]
+        where = f"{settings.plane} slices" if settings.plane else f"2D slices along axis {config_mcf.axis}"
+        lines.append(f"{where}, patch {list(config_mcf.patch_size)}, spacing {settings.spacing} mm")
+        lines.append("input: " + (f"the fused image of the frozen fusion bundle {settings.fusion_model} (1 channel, "
+                                  "each case fused once and cached)" if settings.input == "fused"
+                                  else "CT and MR as two channels (ablation)")
+                     + (", plus one single-modality variant per case" if settings.single_modality else ""))
+        nets = [NetworkInfo("mcf", "mcf (UNet + VNet)", count_parameters(
+            lambda: runs.build_mcf(config.seed, self.in_channels(settings), network=settings.network)))]
         aug = [f"random slice crops ({config_mcf.pos_fraction:.0%} on foreground for labelled slices), "
                "no intensity or spatial augmentation (MCF's reference)"]
         return Plan(self.name, self.stages(config, settings), nets, lines, aug)
@@ -188,8 +247,10 @@ class MCFRecipe(Recipe):
                     "parameters": sum(p.numel() for p in mcf.model.parameters())}
         if "unet_alone" in stages:
             training["unet_alone_dice"] = stages["unet_alone"]["dice"]
+        training["single_modality_variants"] = bool(run.settings.single_modality)
         meta = runs.mcf_bundle_meta(config, mcf.model, run.config.name, run.config.version, dice=mcf.dice,
-                                    training=training)
+                                    training=training, network=run.settings.network, spacing=run.settings.spacing,
+                                    fusion=d.get("fusion"), plane=run.settings.plane)
         meta["demo"] = bool(run.config.demo)
         name = f"{run.config.name}-{run.config.version}.pt"
         return {"bundle": name, "sha256": save_bundle(run.out / name, mcf.model.state_dict(), meta)}
@@ -207,6 +268,10 @@ class FusionRecipe(Recipe):
 
     def check(self, config: TrainingConfig, settings: FusionSettings) -> None:
         _check_spine(config, self.name)
+        try:
+            self.model(settings)
+        except (TypeError, ValueError) as exc:
+            raise UserError(f"config recipe.config.network: {exc}") from None
 
     def fusion_config(self, config: TrainingConfig, settings: FusionSettings) -> FusionConfig:
         return _settings(FusionConfig, settings.fusion, config.seed, "fusion")
@@ -217,15 +282,17 @@ class FusionRecipe(Recipe):
                                                          f"iterations) then stage II (fusion layers, "
                                                          f"{c.iterations - c.stage_one_iterations})")]
 
-    def model(self) -> CDDFuse:
-        return CDDFuse(2, 1, 1, **{**FUSION_DEMO_CONFIG, "pad_to": None})
+    def model(self, settings: FusionSettings, config: FusionConfig | None = None) -> CDDFuse:
+        """CDDFuse with the config's widths; it pads in ``forward`` as training pads (``fusion.pad_to``)."""
+        pad = dict(pad_to=config.pad_to, pad_mode=config.pad_mode) if config is not None else {"pad_to": None}
+        return CDDFuse(2, 1, 1, **{**settings.network, **pad})
 
     def train(self, run: RunState) -> dict[str, Any]:
         from multimodalseg.inference.fusion import scale_inputs
 
         config = self.fusion_config(run.config, run.settings)
         torch.manual_seed(config.seed)
-        model = self.model()
+        model = self.model(run.settings, config)
         run.shared["model"] = model
         done = run.done("fusion")
         if done is not None:
@@ -233,6 +300,7 @@ class FusionRecipe(Recipe):
             return done
         cases = load_cases(_root(run.config), None, with_labels=False, limit=run.settings.limit)
         volumes = [scale_inputs(c.ct_hu, c.mr) for c in cases]
+        config = config.for_slices(sum(ct.shape[config.axis] for ct, _ in volumes))  # epochs -> iterations
         t0 = time.perf_counter()
 
         def log(iteration: int, row: dict[str, float]) -> None:
@@ -244,15 +312,18 @@ class FusionRecipe(Recipe):
         seconds = time.perf_counter() - t0
         _save_stage(run, "fusion", model, history)
         last = history[-min(len(history), 25):]
-        return {"cases": [c.id for c in cases], "seconds": round(seconds, 1),
+        return {"cases": [c.id for c in cases], "seconds": round(seconds, 1), "iterations": config.iterations,
                 "final_loss": round(float(np.mean([r["loss"] for r in last])), 4) if last else None}
 
     def plan(self, config: TrainingConfig, settings: FusionSettings) -> Plan:
         c = self.fusion_config(config, settings)
         lines = [*_data_lines(config, False), f"2D slices along axis {c.axis}, patch {list(c.patch_size)}, "
                                               "CT and MR scaled to [0, 1] as inference scales them"]
-        nets = [NetworkInfo("fusion", "cddfuse", count_parameters(self.model))]
-        aug = [f"random zero-padded slice crops, low-contrast crops (std < {c.min_contrast}) redrawn"]
+        nets = [NetworkInfo("fusion", "cddfuse", count_parameters(lambda: self.model(settings, c)))]
+        pad = f"slices padded to {list(c.pad_to)} ({c.pad_mode}, as inference)" if c.pad_to else "zero-padded slices"
+        lines.append(f"{c.optimizer}, weight decay {c.weight_decay}, batch {c.batch}, "
+                     + (f"{c.epochs} epochs" if c.epochs else f"{c.iterations} iterations"))
+        aug = [f"random crops of {pad}, low-contrast crops (std < {c.min_contrast}) redrawn"]
         return Plan(self.name, self.stages(config, settings), nets, lines, aug)
 
     def finish(self, run: RunState) -> dict[str, Any]:
@@ -261,8 +332,9 @@ class FusionRecipe(Recipe):
         metrics = {"final_loss": done["final_loss"]} if done.get("final_loss") is not None else {}
         meta = runs.fusion_bundle_meta(config, run.config.name, run.config.version,
                                        {"cases": done["cases"], "seconds": done["seconds"],
+                                        "iterations": done.get("iterations", config.iterations),
                                         "parameters": sum(p.numel() for p in model.parameters()),
-                                        "threads": torch.get_num_threads()}, metrics)
+                                        "threads": torch.get_num_threads()}, metrics, network=run.settings.network)
         meta["demo"] = bool(run.config.demo)
         name = f"{run.config.name}-{run.config.version}.pt"
         return {"bundle": name, "sha256": save_bundle(Path(run.out) / name, model.state_dict(), meta)}

@@ -51,9 +51,21 @@ class SegmentationRun:
 
 
 def slice_cases(cases: Sequence[SpineCase], labelled_ids: Sequence[str] | None) -> list[SliceCase]:
-    """MCF slice cases: labels kept for ``labelled_ids`` (None: for all labelled cases), hidden for the rest."""
+    """MCF slice cases: labels kept for ``labelled_ids`` (None: for all labelled cases), hidden for the rest.
+    Case ids may repeat (a case and its single-modality variants share one id, and one labelled status)."""
     keep = None if labelled_ids is None else set(labelled_ids)
     return [SliceCase(c.image, c.label if (keep is None or c.id in keep) else None, name=c.id) for c in cases]
+
+
+def sliced_along(case: SpineCase, axis: int) -> SpineCase:
+    """The case with its slice axis (array axis ``axis`` of (Z, Y, X)) moved first: MCF's sampler, the Dice check
+    and the inference engine's 2D windows all slice along axis 0, and the predictor moves the bundle's plane there
+    the same way (``inference.spine_extras.slice_axis``)."""
+    if axis == 0:
+        return case
+    image = np.ascontiguousarray(np.moveaxis(case.image, 1 + axis, 1))
+    label = None if case.label is None else np.ascontiguousarray(np.moveaxis(case.label, axis, 0))
+    return replace(case, image=image, label=label)
 
 
 def dice_scores(model: nn.Module, cases: Sequence[SpineCase], roi: tuple[int, int], overlap: float = 0.25
@@ -75,14 +87,24 @@ def dice_scores(model: nn.Module, cases: Sequence[SpineCase], roi: tuple[int, in
     return {name: float(np.mean(v)) for name, v in per_label.items()}
 
 
-def build_mcf(seed: int, in_channels: int = 2, num_classes: int = 3) -> MCFNet:
-    """The demo MCF pair, initialised from ``seed`` (the UNet baseline takes this very UNet)."""
+def build_mcf(seed: int, in_channels: int = 2, num_classes: int = 3,
+              network: dict[str, Any] | None = None) -> MCFNet:
+    """The MCF pair with ``network`` widths (``MCFNet`` keywords; None: the demo widths), initialised from
+    ``seed`` (the UNet baseline takes this very UNet)."""
     torch.manual_seed(seed)
-    return MCFNet(2, in_channels, num_classes, **MCF_DEMO_CONFIG)
+    return MCFNet(2, in_channels, num_classes, **network_config(network))
 
 
-def train_mcf_run(train: Sequence[SliceCase], val: Sequence[SpineCase], config: MCFConfig) -> SegmentationRun:
-    model = build_mcf(config.seed)
+def network_config(network: dict[str, Any] | None) -> dict[str, Any]:
+    """``MCFNet`` keywords from a config's ``network`` section (the demo widths where it is silent)."""
+    out = {**MCF_DEMO_CONFIG, **dict(network or {})}
+    out.pop("output", None)
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
+
+
+def train_mcf_run(train: Sequence[SliceCase], val: Sequence[SpineCase], config: MCFConfig, *, in_channels: int = 2,
+                  network: dict[str, Any] | None = None) -> SegmentationRun:
+    model = build_mcf(config.seed, in_channels, network=network)
     t0 = time.perf_counter()
     history = train_mcf(model, train, config)
     seconds = time.perf_counter() - t0
@@ -92,13 +114,14 @@ def train_mcf_run(train: Sequence[SliceCase], val: Sequence[SpineCase], config: 
     return SegmentationRun(model, seconds, dice, history)
 
 
-def train_unet_alone(train: Sequence[SliceCase], val: Sequence[SpineCase], config: MCFConfig) -> SegmentationRun:
+def train_unet_alone(train: Sequence[SliceCase], val: Sequence[SpineCase], config: MCFConfig, *, in_channels: int = 2,
+                     network: dict[str, Any] | None = None) -> SegmentationRun:
     """MCF's UNet subnet trained on the labelled cases alone: same start, sampler, budget, optimiser, seed.
 
     The loss is MCF's supervised part without the difference review (which needs the second net): cross-entropy
     plus the squared-denominator foreground Dice loss.
     """
-    unet = build_mcf(config.seed).unet
+    unet = build_mcf(config.seed, in_channels, network=network).unet
     labelled = [c for c in train if c.label is not None]
     torch.manual_seed(config.seed)
     sampler = SliceSampler(labelled, replace(config, unlabelled_batch=0), np.random.default_rng(config.seed))
@@ -124,37 +147,50 @@ def train_unet_alone(train: Sequence[SliceCase], val: Sequence[SpineCase], confi
 
 
 def mcf_bundle_meta(config: MCFConfig, model: MCFNet, model_id: str, version: str, *, dice: dict[str, float],
-                    training: dict[str, Any]) -> dict[str, Any]:
+                    training: dict[str, Any], network: dict[str, Any] | None = None,
+                    spacing: Sequence[float] | None = SPACING,
+                    fusion: dict[str, Any] | None = None, plane: str | None = None) -> dict[str, Any]:
+    """Metadata of an MCF bundle. ``fusion`` (``training.spine.fused.fusion_reference``): the network segments the
+    fused image of that fusion bundle (``preprocessing.input: fused``, 1 channel); None: CT and MR as channels.
+    ``plane``: the slice plane (``inference.plane``); None: slices along ``config.axis`` (``inference.slice_axis``)."""
     task = get_task("spine")
-    roi = [int(config.patch_size[1]), int(config.patch_size[0]), 1]  # ITK (x, y, z): one axial slice
+    roi = [int(config.patch_size[1]), int(config.patch_size[0]), 1]  # ITK (x, y, z): one slice, moved to z
+    fused = fusion is not None
+    where = {"plane": plane} if plane else {"slice_axis": int(config.axis)}
+    inputs = "the fused CT-MR image" if fused else "CT and MR as two channels"
     return {
         "id": model_id, "version": version, "task": task.id, "kind": "segmentation",
         "labels": [{"index": lab.index, "value": lab.value, "name": lab.name} for lab in task.labels],
         "output_kind": "labels",
-        "network": {"name": "mcf", "config": {"spatial_dims": 2, "in_channels": len(task.roles),
-                                              "out_channels": model.num_classes,
-                                              "unet_features": list(MCF_DEMO_CONFIG["unet_features"]),
-                                              "vnet_features": MCF_DEMO_CONFIG["vnet_features"], "output": "concat"}},
-        "preprocessing": {"spacing": list(SPACING), "patch_size": roi,
+        "network": {"name": "mcf", "config": {"spatial_dims": 2, "in_channels": 1 if fused else len(task.roles),
+                                              "out_channels": model.num_classes, **network_config(network),
+                                              "output": "concat"}},
+        "preprocessing": {"spacing": None if spacing is None else [float(s) for s in spacing], "patch_size": roi,
+                          "input": "fused" if fused else "channels",
                           "normalization": {s.role: s.normalization for s in task.inputs}, "roles": list(task.roles)},
-        "inference": {"roi_size": roi, "overlap": 0.25, "members": list(MEMBERS)},
-        "training": {"method": "MCF (METHODS E.5), 2D axial slices", **mcf_config_dict(config), **training},
+        **({"fusion_model": dict(fusion)} if fused else {}),
+        "inference": {"roi_size": roi, "overlap": 0.25, "members": list(MEMBERS), **where},
+        "training": {"method": f"MCF (METHODS E.5), 2D slices ({plane or f'axis {config.axis}'}) of {inputs}",
+                     **mcf_config_dict(config), **training},
         "metrics": {f"dice_{k.replace(' ', '_')}": round(v, 4) for k, v in dice.items()},
         "demo": True,
-        "description": "Spine CT+MR vertebra/disc segmentation: MCF UNet+VNet pair (demo widths) trained on phantoms "
-                       "with 20 % of the cases labelled; writes a disagreement map. Not for clinical images.",
+        "description": f"Spine vertebra/disc segmentation of {inputs}: MCF UNet+VNet pair; writes a disagreement map. "
+                       "Not for clinical images.",
         "created": datetime.date.today().isoformat(),
     }
 
 
 def fusion_bundle_meta(config: FusionConfig, model_id: str, version: str, training: dict[str, Any],
-                       metrics: dict[str, Any]) -> dict[str, Any]:
+                       metrics: dict[str, Any], network: dict[str, Any] | None = None) -> dict[str, Any]:
     from multimodalseg.inference.fusion import DEFAULT_SETTINGS
 
     task = get_task("spine")
-    # Trained on unpadded slice crops, so whole slices are fused unpadded too (any size works: no down-sampling).
+    # Inference pads as training did: ``pad_to`` null (unpadded crops: whole slices fused unpadded, any size works)
+    # or the padded size and mode of training (the spine paper: 512 x 512).
+    widths = {**FUSION_DEMO_CONFIG, **dict(network or {})}
     net_config = {"spatial_dims": 2, "in_channels": 1, "out_channels": 1,
-                  **{k: list(v) if isinstance(v, tuple) else v for k, v in FUSION_DEMO_CONFIG.items()}, "pad_to": None}
+                  **{k: list(v) if isinstance(v, tuple) else v for k, v in widths.items()},
+                  "pad_to": list(config.pad_to) if config.pad_to else None, "pad_mode": config.pad_mode}
     return {
         "id": model_id, "version": version, "task": task.id, "kind": "fusion",
         "labels": [{"index": lab.index, "value": lab.value, "name": lab.name} for lab in task.labels],

@@ -14,9 +14,14 @@ A task names its hook in ``TaskSpec.report_extras = "module:function"``; the pre
   warnings the predictor emits as progress events (e.g. "SUV not computed").
 - ``finish`` gets the label map (output values, on the reference grid) and ``names`` (value -> label name in the
   output convention); it returns JSON-ready data for the report and an optional CSV text.
-- Optionally the extra has ``progress_stage = (name, weight)`` for long work in ``finish`` (spine: the fusion):
-  the predictor adds that stage before ``write`` and runs ``finish`` inside it; the extra reports the fraction done
-  within it through ``options["progress"]`` (a callable the predictor always passes).
+- Optionally the extra has ``progress_stage = (name, weight[, before])`` for long work (spine: the fusion): the
+  predictor adds that stage before ``before`` (default ``write``, :func:`place_stage`) and runs ``finish`` inside
+  it, or, before another stage, the extra's ``network_input`` (spine's fused-input bundles); the extra reports the
+  fraction done within it through ``options["progress"]`` (a callable the predictor always passes).
+- Optionally the extra has ``network_input(raw, task, box) -> (C, Z, Y, X)``: the network's input made from the
+  raw stack on the reference grid, cropped to ``box``, for bundles whose ``preprocessing.input`` is not
+  ``channels`` (spine: ``fused``, the fused CT-MR image).
+- ``options`` always holds ``bundle_meta``, the segmentation bundle's metadata.
 - Optionally the extra has ``images`` (name -> ``sitk.Image`` on the reference grid), filled by ``finish``; the
   predictor writes them beside the label map as ``<out>_<name>`` (:func:`image_path`; spine: ``fused``).
 """
@@ -56,6 +61,19 @@ def prepare(task: TaskSpec, inputs: Mapping[str, Any], images: Mapping[str, sitk
         raise ValueError(f"task {task.id}: report_extras must be 'module:function', got '{task.report_extras}'")
     hook = getattr(importlib.import_module(module_name), attr)
     return hook(task, inputs, images, options)
+
+
+def place_stage(weights: Mapping[str, float], stage: Sequence[Any]) -> dict[str, float]:
+    """Progress weights with an extra's ``(name, weight[, before])`` stage inserted before ``before``
+    (default ``write``; at the end when ``before`` is not a stage)."""
+    before = stage[2] if len(stage) > 2 else "write"
+    out: dict[str, float] = {}
+    for name, weight in weights.items():
+        if name == before:
+            out[str(stage[0])] = float(stage[1])
+        out[name] = weight
+    out.setdefault(str(stage[0]), float(stage[1]))
+    return out
 
 
 def table_path(label_path: str | os.PathLike, name: str) -> Path:

@@ -21,8 +21,14 @@ The steps (``multimodalseg fuse`` and ``segment --task spine`` both call :func:`
    Progress is reported per batch of slices (``on_progress`` or ``stages``). On the CPU, slices of at least
    :data:`STRIP_PIXELS` (padded) pixels are fused one at a time strip by strip (``CDDFuse.forward_strips``,
    ``nets.cddfuse_strips``): the same image up to float rounding (the slice-global channel attention is
-   accumulated over the strips in a first pass), 2.3-3.4x faster at 512 x 512, where whole-slice layers are
-   memory-bound (``benchmarks/bench_fusion.py``).
+   accumulated over the strips in a first pass), channels-last, 2.4x (one warm slice) to 4x (a whole case)
+   fewer CPU seconds than whole slices at 512 x 512, where whole-slice layers are memory-bound
+   (``benchmarks/bench_fusion.py``). Before the first strip-wise slice, glibc's malloc is told to keep freed
+   blocks up to 32 MiB in its heap (:func:`keep_freed_memory`): by default every multi-MB strip tensor was a
+   fresh ``mmap`` whose pages fault in zeroed, 7 % of the CPU time of a 512 x 512 slice (6.6 million page
+   faults in one clinical spine case).
+   With several torch threads allowed (``--threads 2``), strip-wise slices are fused that many at a time, one
+   intra-op thread each (the same image bit for bit).
 4. The fused volume is written on the CT grid as 8-bit grey levels (``postprocessing.spine.write_fused``).
 5. EN, MI, SF and VIF (``multimodalseg.fusion_metrics``, mean over slices) are computed for the fused volume
    against the CT and MR grey images, and, for comparison, for each input taken as if it were the fused image.
@@ -36,7 +42,8 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,13 +73,37 @@ FUSION_KIND = "fusion"
 PAD_TO = (512, 512)  # the spine paper pads every slice to 512 x 512
 PAD_MODE = "replicate"  # edge values; chosen by measurement over zeros (see the module docstring)
 # Slices with at least this many (padded) pixels are fused strip by strip on the CPU (CDDFuse.forward_strips):
-# exact, and 2.3x faster at 512 x 512 (the full-slice layers are memory-bound); small slices gain nothing.
+# exact, and 2.4-4x fewer CPU seconds at 512 x 512 (the full-slice layers are memory-bound); small slices gain nothing.
 STRIP_PIXELS = 160 * 160
 BATCH_PIXELS = 2 * 512 * 512  # padded pixels per forward pass (memory: ~1 GB at 16 features on CPU)
 # Progress of ``multimodalseg fuse`` (multimodalseg.progress.Stages): the fusion itself dominates.
 FUSE_STAGE_WEIGHTS = {"load": 0.05, "preprocess": 0.05, "fusion": 0.8, "metrics": 0.07, "write": 0.03}
 FUSION_TASK = "spine"
 DEFAULT_SETTINGS: dict[str, Any] = {"ct_window": list(CT_WINDOW_HU), "mr_percentile": MR_PERCENTILE, "axis": 0}
+
+
+MALLOC_MMAP_THRESHOLD = 32 * 2**20  # glibc's largest allowed threshold; strips and 16-channel 512² maps fit
+MALLOC_TRIM_THRESHOLD = 256 * 2**20  # free heap kept for reuse instead of being returned after every layer
+
+
+def keep_freed_memory() -> bool:
+    """Make glibc's malloc serve blocks up to :data:`MALLOC_MMAP_THRESHOLD` from its heap and keep up to
+    :data:`MALLOC_TRIM_THRESHOLD` of freed heap (``mallopt``), for the whole process; see the module docstring.
+
+    Returns:
+        True when set; False where the C library is not glibc (nothing changes there).
+    """
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
+    return bool(mallopt(m_mmap_threshold, MALLOC_MMAP_THRESHOLD)) and bool(mallopt(m_trim_threshold,
+                                                                                   MALLOC_TRIM_THRESHOLD))
 
 
 def scale_inputs(ct_hu: np.ndarray, mr: np.ndarray, settings: Mapping[str, Any] | None = None
@@ -170,7 +201,8 @@ class FusionRunner:
             return self.batch
         h, w = self.model.padded_size(height, width)
         if self._use_strips(h, w):
-            return 1  # measured: 1.24 s/slice one by one against 1.44 in pairs (strips stay in the caches)
+            return 1  # measured: 1.24 s/slice one by one against 1.44 in pairs (strips stay in the caches);
+            # channels-last strips of a batch are not dense in memory either (nets.cddfuse_strips)
         return max(1, min(8, BATCH_PIXELS // (h * w)))
 
     def _use_strips(self, padded_h: int, padded_w: int) -> bool:
@@ -190,14 +222,37 @@ class FusionRunner:
         out = np.empty(ct_s.shape, np.float32)
         n = ct_s.shape[0]
         batch = self.batch_size(*ct_s.shape[1:])
-        with torch.inference_mode():
-            for start in range(0, n, batch):
-                stop = min(n, start + batch)
+        spans = [(start, min(n, start + batch)) for start in range(0, n, batch)]
+        strips = self._use_strips(*self.model.padded_size(*ct_s.shape[1:]))
+        if strips:
+            keep_freed_memory()
+        threads = torch.get_num_threads()
+        # strip-wise slices with several threads allowed: that many slices at once, one thread each (the small
+        # strip ops scale badly over OpenMP threads, and OpenMP barriers stall when the machine is shared)
+        workers = min(threads, len(spans)) if strips else 1
+
+        def fuse_span(span: tuple[int, int]) -> np.ndarray:
+            start, stop = span
+            with torch.inference_mode():  # per thread
                 ct_t = torch.from_numpy(np.ascontiguousarray(ct_s[start:stop]))[:, None].to(self.device)
                 mr_t = torch.from_numpy(np.ascontiguousarray(mr_s[start:stop]))[:, None].to(self.device)
-                out[start:stop] = self._forward(ct_t, mr_t)[:, 0].float().cpu().numpy()
+                return self._forward(ct_t, mr_t)[:, 0].float().cpu().numpy()
+
+        def collect(results: Iterable[np.ndarray]) -> None:
+            for (start, stop), fused in zip(spans, results):  # in slice order
+                out[start:stop] = fused
                 if on_progress is not None:
                     on_progress(stop / n)
+
+        if workers == 1:
+            collect(map(fuse_span, spans))  # in this thread, as before
+            return np.moveaxis(out, 0, axis)
+        torch.set_num_threads(1)
+        try:
+            with ThreadPoolExecutor(workers) as pool:
+                collect(pool.map(fuse_span, spans))
+        finally:
+            torch.set_num_threads(threads)
         return np.moveaxis(out, 0, axis)
 
     def _forward(self, ct: torch.Tensor, mr: torch.Tensor) -> torch.Tensor:

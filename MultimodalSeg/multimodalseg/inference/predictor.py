@@ -18,7 +18,7 @@ from multimodalseg import catalog, io
 from multimodalseg import preprocessing as prep
 from multimodalseg.bundles import Bundle, load_bundle
 from multimodalseg.errors import UserError
-from multimodalseg.inference import extras, postprocess, quality
+from multimodalseg.inference import extras, postprocess, quality, spine_extras
 from multimodalseg.inference.devices import choose_precision, precision_name, resolve_device
 from multimodalseg.inference.engine import (
     NetworkInput,
@@ -138,11 +138,12 @@ class Predictor:
     Bundle metadata used (``bundles.py`` lists the keys): ``preprocessing.patch_size`` (window, ITK order; default
     the task's), ``preprocessing.spacing`` (network spacing; null: the reference's own; absent: the task's),
     ``preprocessing.normalization`` (role -> scheme, default the task's), ``preprocessing.roles`` (channel order),
-    ``network.config.spatial_dims`` (2: slice-wise), ``conditional_modality``, ``bf16_validated``, ``channels_last``,
-    ``inference.members`` (an ensemble: names of the members whose logits the network returns concatenated; their
-    softmax is averaged for the labels and their disagreement is an extra output). The label table must use the
-    task's label names and training indices. Fusion bundles (``meta["kind"] == "fusion"``) are refused.
-    A bundle with ``meta["cascade"]`` (whole heart: localisation -> ROI -> MAUNet -> SCN -> paste-back) runs
+    ``network.config.spatial_dims`` (2: slice-wise along ``inference.plane`` or ``slice_axis``), ``preprocessing.input``
+    (``fused``: the task's extra makes the 1-channel input, spine), ``conditional_modality``, ``bf16_validated``,
+    ``channels_last``, ``inference.members`` (an ensemble: names of the members whose logits the network returns
+    concatenated; their softmax is averaged for the labels and their disagreement is an extra output). The label
+    table must use the task's label names and training indices. Fusion bundles (``meta["kind"] == "fusion"``) are
+    refused. A bundle with ``meta["cascade"]`` (whole heart: localisation -> ROI -> MAUNet -> SCN -> paste-back) runs
     ``inference.heart_cascade.HeartCascadeRunner`` instead of the sliding window.
     """
 
@@ -165,6 +166,8 @@ class Predictor:
                             bundle.path)
         pre = self.meta.get("preprocessing", {}) or {}
         self.roles = _check_roles(self.task, pre.get("roles"), bundle.path)
+        # "channels": the roles as channels; otherwise the task's extra makes the input (spine: "fused", 1 channel)
+        self.input_kind = str(pre.get("input") or "channels")
         _check_labels(self.task, self.meta.get("labels", []), bundle.path)
         self.spacing = tuple(pre["spacing"]) if pre.get("spacing") is not None else (
             None if "spacing" in pre else self.task.spacing)
@@ -222,9 +225,10 @@ class Predictor:
 
     def _check_channels(self, config: Mapping[str, Any]) -> None:
         expected_out = len(self.task.regions) if self.task.output_kind == "regions" else self.task.num_classes
-        if "in_channels" in config and int(config["in_channels"]) != len(self.roles):
-            raise UserError(f"bundle network takes {config['in_channels']} input channels, task {self.task.id} has "
-                            f"{len(self.roles)} inputs", self.bundle.path)
+        n_in = len(self.roles) if self.input_kind == "channels" else 1
+        if "in_channels" in config and int(config["in_channels"]) != n_in:
+            raise UserError(f"bundle network takes {config['in_channels']} input channels, task {self.task.id} "
+                            f"gives {n_in} ({self.input_kind})", self.bundle.path)
         if "out_channels" in config and int(config["out_channels"]) != expected_out:  # per member for ensembles
             raise UserError(f"bundle network has {config['out_channels']} output channels, task {self.task.id} "
                             f"needs {expected_out} ({self.task.output_kind})", self.bundle.path)
@@ -268,12 +272,16 @@ class Predictor:
         checks = quality.QualityChecks(task, images, modality or self.modality, stages.emit)  # warnings, never labels
         # The task's report extras check their inputs now (e.g. SUV tags), before the network pass.
         report_extra = extras.prepare(task, inputs, images, {**self.report_options, "progress": stages.update,
-                                                             "transforms": dict(transforms or {})})
-        extra_stage = getattr(report_extra, "progress_stage", None)  # (name, weight): the extra's own stage
-        if extra_stage:  # set before any fraction above 0, so fractions stay increasing; it runs before "write"
-            weights = dict(stages.weights)
-            stages.weights = {**{k: v for k, v in weights.items() if k != "write"},
-                              extra_stage[0]: float(extra_stage[1]), "write": weights["write"]}
+                                                             "transforms": dict(transforms or {}),
+                                                             "bundle_meta": self.meta})
+        channels = getattr(report_extra, "network_input", None) if self.input_kind != "channels" else None
+        if self.input_kind != "channels" and channels is None:
+            raise UserError(f"model '{self.bundle.id}' takes the {self.input_kind} image, which task {task.id} "
+                            "does not make", self.bundle.path)
+        extra_stage = getattr(report_extra, "progress_stage", None)  # (name, weight[, before]): its own stage
+        extra_before = extra_stage[2] if extra_stage and len(extra_stage) > 2 else "write"
+        if extra_stage:  # set before any fraction above 0, so fractions stay increasing
+            stages.weights = extras.place_stage(stages.weights, extra_stage)
         for note in report_extra.notes if report_extra is not None else ():
             stages.emit({"event": "warning", "message": note})
 
@@ -283,7 +291,8 @@ class Predictor:
         if self.cascade is not None:
             net = self.cascade.run(raw, reference, mod_name, modality_index, stages)
         else:
-            net = self._sliding_window(raw, reference, mod_name, modality_index, stages)
+            net = self._sliding_window(raw, reference, mod_name, modality_index, stages,
+                                       channels, extra_stage[0] if channels and extra_stage else None)
         del raw
         indices = net.indices
         values = prep.indices_to_values(indices, task, self.convention)
@@ -297,7 +306,7 @@ class Predictor:
         tables = {}
         if report_extra is not None:
             names = {v: name for name, v in task.values(self.convention).items()}
-            if extra_stage:
+            if extra_stage and extra_before == "write":
                 stages.start(extra_stage[0])  # the extra reports within it through options["progress"]
             extra_report[report_extra.name], table = report_extra.finish(labels, names)
             tables = {report_extra.name: table} if table is not None else {}
@@ -360,9 +369,12 @@ class Predictor:
         return stand_in
 
     def _sliding_window(self, raw: np.ndarray, reference: sitk.Image, modality: str | None,
-                        modality_index: int | None, stages: Stages) -> NetworkPass:
-        """The ordinary path: foreground crop, normalisation, network spacing, sliding window, argmax, the task's
-        post-processing, back onto the reference grid."""
+                        modality_index: int | None, stages: Stages, channels: Any = None,
+                        channels_stage: str | None = None) -> NetworkPass:
+        """The ordinary path: foreground crop, normalisation (or ``channels(raw, task, box)``: the task's extra
+        makes the input, spine: the fused image, in stage ``channels_stage``), network spacing, sliding window
+        (2D: along the bundle's ``inference.plane``), argmax, the task's post-processing, back onto the reference
+        grid."""
         task = self.task
         box = None
         if self.crop:
@@ -374,10 +386,18 @@ class Predictor:
         sub = reference
         if box is not None:
             raw, sub = raw[(slice(None), *box)], prep.crop_image(reference, box)
-        normalized = prep.normalize_channels(task, raw, self.schemes)
-        normalized = normalized[[task.roles.index(r) for r in self.roles]]
+        if channels is not None:
+            if channels_stage:
+                stages.start(channels_stage)
+            normalized = channels(raw, task, box)
+        else:
+            normalized = prep.normalize_channels(task, raw, self.schemes)
+            normalized = normalized[[task.roles.index(r) for r in self.roles]]
         array, grid = prep.to_spacing(normalized, sub, self.spacing)
         del raw, normalized
+        axis = spine_extras.slice_axis(self.meta, grid) if self.two_d else 0
+        if axis:  # the 2D engine slices along z: move the bundle's plane there, and back after
+            array = np.ascontiguousarray(np.moveaxis(array, 1 + axis, 1))
 
         stages.start("sliding window")
         windows = count_windows(array.shape[1:], self.settings.roi, self.settings.overlap)
@@ -407,6 +427,8 @@ class Predictor:
             stages.emit({"event": "warning", "message": message})
 
         probs, used = run_with_fallback(run, self.device, warn)
+        if axis:
+            probs = probs.movedim(1, 1 + axis)
 
         stages.start("postprocess")
         member_labels = None
@@ -442,28 +464,9 @@ class Predictor:
                                           "crop_zyx": [[s.start, s.stop] for s in box] if box else None},
                           kept, grid if kept is not None else None)
         if member_labels is not None:
-            net.images["disagreement"], net.report["members"] = _disagreement(
+            net.images["disagreement"], net.report["members"] = spine_extras.disagreement_image(
                 member_labels, self.members, grid, sub, reference, box)
         return net
-
-
-def _disagreement(member_labels: np.ndarray, names: list[str], grid: sitk.Image, sub: sitk.Image,
-                  reference: sitk.Image, box: tuple[slice, ...] | None) -> tuple[sitk.Image, dict[str, Any]]:
-    """Where the members' argmax maps ``(M, Z, Y, X)`` (network grid) differ, as a uint8 image on the reference
-    grid (``postprocessing.spine.disagreement_map`` of the first member against each other one), and a summary."""
-    from multimodalseg.postprocessing.spine import disagreement_map
-
-    diff = np.zeros(member_labels.shape[1:], np.uint8)
-    for other in member_labels[1:]:
-        diff |= disagreement_map(member_labels[0], other)
-    diff_sub = prep.labels_to_grid(diff, grid, sub)
-    full = np.zeros(reference.GetSize()[::-1], np.uint8)
-    full[box if box is not None else ...] = diff_sub
-    voxels = int(full.sum())
-    summary = {"names": list(names), "combined": "mean of the members' softmax",
-               "disagreement_voxels": voxels,
-               "disagreement_ml": round(voxels * float(np.prod(reference.GetSpacing())) / 1000.0, 3)}
-    return io.copy_geometry(full, reference), summary
 
 
 def _describe(image: sitk.Image, path: str | None) -> dict[str, Any]:

@@ -224,7 +224,7 @@ class CDDFuse(nn.Module):
 
     def forward_strips(self, ct: torch.Tensor, mr: torch.Tensor, rows: int | None = None) -> torch.Tensor:
         """``forward`` computed strip by strip (``nets.cddfuse_strips``): the same result up to float rounding,
-        about 2.3x faster on 512 x 512 slices on the CPU, where the full-slice layers are memory-bound. Inference
+        2.4-4x fewer CPU seconds on 512 x 512 slices, where the full-slice layers are memory-bound. Inference
         only (no autograd through the two-pass attention)."""
         from multimodalseg.nets.cddfuse_strips import STRIP_ROWS, fuse_in_strips
 

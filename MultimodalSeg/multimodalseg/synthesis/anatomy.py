@@ -24,9 +24,13 @@ PACKAGED = Path(__file__).resolve().parent / "anatomy"
 KINDS = {"petmr-brain": "brain", "brain-tumor": "brain", "whole-heart": "heart", "spine": "spine"}
 # Anatomies held out of the shipped demos' training: their validation cases and `multimodalseg demo` come from these,
 # so no demo is ever scored on an anatomy it was trained on. fsaverage (and its mirror) is also left out of the
-# PET/MR demo's training, because the real-image benchmark scores it on fsaverage's own T1 and aseg.
+# PET/MR demo's training, because the real-image benchmark scores it on fsaverage's own T1 and aseg. The spine's
+# tptbox maps are the masks of the benchmark's real tptbox CT and MR crops: both held out, the spine demo trains on
+# the panoptica lumbar map.
 HELD_OUT: dict[str, tuple[str, ...]] = {"brain": ("training_seg_17", "training_seg_18", "training_seg_19",
-                                                  "training_seg_20")}
+                                                  "training_seg_20"),
+                                        "heart": ("linflonet_mesh",),
+                                        "spine": ("tptbox_ct", "tptbox_mri")}
 _SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".mgz")
 
 
