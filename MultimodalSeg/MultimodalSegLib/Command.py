@@ -17,6 +17,7 @@ from multimodalseg.tasks import TaskSpec
 
 DEVICE_KINDS = ("auto", "cpu", "gpu")
 QUICK_OVERLAP = "0"  # sliding-window overlap of the quick mode (the backend's default is 0.25)
+SAMPLE_SEED = 1  # the sample data's case is the one 'multimodalseg demo' scores (its default --seed)
 
 
 def deviceArgument(kind: str, gpuIndex: int = 0) -> str:
@@ -98,12 +99,15 @@ def buildSegmentCommand(
     return command
 
 
-def buildPhantomCommand(python: Sequence[str], taskId: str, outDir: str | os.PathLike, seed: int = 0,
-                        modality: str | None = None) -> list[str]:
-    """``python -m multimodalseg phantom --task T --out DIR --n 1 --seed S [--modality M]``: one synthetic case
-    of the task in its public layout (whole heart: one ``modality``, default both CT and MR)."""
-    command = [*python, "-m", "multimodalseg", "phantom", "--task", taskId, "--out", os.fspath(outDir),
-               "--n", "1", "--seed", str(int(seed))]
+def buildSampleCommand(python: Sequence[str], taskId: str, outDir: str | os.PathLike, seed: int = SAMPLE_SEED,
+                       modality: str | None = None) -> list[str]:
+    """``python -m multimodalseg synth --task T --out DIR --n 1 --seed S --held-out ... [--modality M]``: the sample
+    case of the task in its public layout, with landmark lists per role, made from an anatomy held out of the demo
+    models' training (the models are trained on such synthetic cases, not on the geometric phantoms). Whole heart:
+    one ``modality``, default both CT and MR."""
+    command = [*python, "-m", "multimodalseg", "synth", "--task", taskId, "--out", os.fspath(outDir),
+               "--n", "1", "--seed", str(int(seed)), "--held-out", "--progress", "json",
+               "--overwrite"]  # the folder is only regenerated when incomplete: a half-written case must not block it
     if modality:
         command += ["--modality", modality]
     return command

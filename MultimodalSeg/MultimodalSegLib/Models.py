@@ -19,7 +19,7 @@ class ModelChoice:
         modelId: the ``--model`` value; empty for "the newest model of the task".
         text: what the selector shows.
         toolTip: version, source, measured time and validation metrics.
-        demo: trained on synthetic phantoms only.
+        demo: trained on synthetic data only.
     """
 
     modelId: str
@@ -57,14 +57,14 @@ def modelChoices(taskId: str) -> list[ModelChoice]:
         # "--model ID" resolves to the newest version of ID; an older version is passed by its bundle path.
         value = entry.id if entry.id not in seen else str(entry.local_path())
         seen.add(entry.id)
-        text = f"{entry.id} {entry.version}" + (" (demo: phantoms only)" if entry.demo else "")
+        text = f"{entry.id} {entry.version}" + (" (demo: synthetic data only)" if entry.demo else "")
         tip = [entry.description or entry.id, f"source: {entry.source} catalog ({entry.catalog})"]
         if _seconds(entry):
             tip.append(f"measured time per case: {_seconds(entry)}")
         if _metrics(entry):
             tip.append(f"validation: {_metrics(entry)}")
         if entry.demo:
-            tip.append("Demo model trained on synthetic phantoms: not for clinical images.")
+            tip.append("Demo model trained on synthetic data: not for clinical images.")
         choices.append(ModelChoice(value, text, "\n".join(tip), entry.demo))
     return choices
 

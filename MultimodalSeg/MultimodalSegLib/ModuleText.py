@@ -8,8 +8,8 @@ CATEGORIES = ["Segmentation.MultimodalSeg"]
 CONTRIBUTORS = ["MultimodalSeg contributors"]
 HOMEPAGE = "https://github.com/multimodalseg/MultimodalSeg"
 ACKNOWLEDGEMENT = (
-    "MultimodalSeg builds on 3D Slicer, MONAI, PyTorch and SimpleITK. The demo models are trained on synthetic "
-    "phantoms only and are not for clinical use."
+    "MultimodalSeg builds on 3D Slicer, MONAI, PyTorch and SimpleITK. The demo models are small networks trained on "
+    "synthetic data only and are not for clinical use."
 )
 
 
@@ -27,5 +27,5 @@ def helpText(taskId: str) -> str:
         "runs in a separate process; <i>Cancel</i> stops it. Edit the result in Segment Editor and use "
         "<i>Save for training</i> to add it to a training folder.</p>"
         f'<p>See the <a href="{HOMEPAGE}">MultimodalSeg documentation</a>. Try it with '
-        f"<i>Sample Data &gt; {task.title} phantom</i>.</p>"
+        f"<i>Sample Data &gt; {task.title} synthetic case</i>.</p>"
     )

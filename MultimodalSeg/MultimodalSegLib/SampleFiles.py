@@ -1,5 +1,5 @@
-"""Find the files of a phantom case written by ``multimodalseg phantom`` (or any case in a task's public layout):
-one image per role, the label map and the landmark lists.
+"""Find the files of a sample case written by ``multimodalseg synth`` or ``multimodalseg phantom`` (or any case in a
+task's public layout): one image per role, the label map and the landmark lists.
 
 Plain Python. Roles are recognised by the last ``_``/``-`` separated token of a file name
 (``BraTS20_Training_001_t1ce.nii.gz`` -> ``t1ce``, ``sub-001/pet.nii.gz`` -> ``pet``, ``ct_train_1001_image`` ->
@@ -72,9 +72,14 @@ def findCaseFiles(task: TaskSpec, folder: str | os.PathLike) -> CaseFiles:
     return found
 
 
+def sampleName(task: TaskSpec) -> str:
+    """The Sample Data entry's title: ``Whole Heart synthetic case``."""
+    return f"{task.title} synthetic case"
+
+
 def nodeName(task: TaskSpec, role: str, modality: str | None = None) -> str:
-    """A node name the panel's auto-assignment recognises: ``phantom_<role>`` (``phantom_t1ce``), or for a
-    single-input task its id and the modality (``whole-heart-phantom_ct``)."""
+    """A node name the panel's auto-assignment recognises: ``synth_<role>`` (``synth_t1ce``), or for a
+    single-input task its id and the modality (``whole-heart-synth_ct``)."""
     if len(task.roles) == 1:
-        return f"{task.id}-phantom" + (f"_{modality}" if modality else "")
-    return f"phantom_{role}"
+        return f"{task.id}-synth" + (f"_{modality}" if modality else "")
+    return f"synth_{role}"

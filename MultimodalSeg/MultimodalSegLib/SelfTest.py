@@ -1,5 +1,7 @@
-"""The modules' in-Slicer self-test: phantom -> landmark registration -> segment (demo model) -> segment names and
-Dice against the phantom's own label map.
+"""The modules' in-Slicer self-test: the Sample Data case (``synth --held-out``, an anatomy the demo models were not
+trained on) -> landmark registration -> segment (demo model) -> segment names and Dice against the case's own label
+map. ``tests/backend/test_self_test_thresholds.py`` runs the same backend commands and checks that the shipped
+models meet each module file's ``minimumDice``.
 
 Slicer side (imports ``slicer``). It drives the module's logic, not its panel, so it needs no main window: it runs
 with ``Slicer --no-main-window --python-script Testing/Python/RunSelfTests.py``, with ``--testing``, from "Reload
@@ -21,8 +23,8 @@ from MultimodalSegLib import Install, Samples, Scene
 from MultimodalSegLib.Logic import REQUIREMENTS
 
 
-def registerWithPhantomLandmarks(logic, nodes: dict) -> None:
-    """Fit each moving input to the reference from the phantom's landmark lists (rigid), as a user would."""
+def registerWithSampleLandmarks(logic, nodes: dict) -> None:
+    """Fit each moving input to the reference from the sample case's landmark lists (rigid), as a user would."""
     task = logic.task
     fixed = nodes.get(f"landmarks:{task.reference_role}")
     for role in task.roles:
@@ -33,7 +35,8 @@ def registerWithPhantomLandmarks(logic, nodes: dict) -> None:
 
 
 def runTaskSelfTest(test, logic, minimumDice: float, metric: str = "mean", timeoutSeconds: float = 900.0) -> dict:
-    """Run the whole path on a phantom through ``logic`` and assert segment names and Dice; returns the metrics.
+    """Run the whole path on the sample case through ``logic`` and assert segment names and Dice; returns the
+    metrics.
 
     Args:
         test: the ``ScriptedLoadableModuleTest`` (assertions and ``delayDisplay``).
@@ -46,12 +49,12 @@ def runTaskSelfTest(test, logic, minimumDice: float, metric: str = "mean", timeo
     if problem:
         test.fail(f"the MultimodalSeg backend cannot run: {problem}. Install it first: open the module and click "
                   "Apply once in a Slicer started without --testing.")
-    test.delayDisplay(f"Making the {task.title} phantom")
+    test.delayDisplay(f"Making the {task.title} synthetic case")
     nodes = Samples.generateCaseBlocking(task.id)
-    registerWithPhantomLandmarks(logic, nodes)
+    registerWithSampleLandmarks(logic, nodes)
 
     test.delayDisplay("Segmenting with the default (demo) model")
-    modality = task.modalities[0] if task.modalities else None  # the phantom is the first modality's (CT)
+    modality = task.modalities[0] if task.modalities else None  # the sample is the first modality's (CT)
     result = logic.segment({role: nodes[role] for role in task.roles if role in nodes}, modality=modality,
                            timeoutSeconds=timeoutSeconds)
     segmentation = result.segmentation

@@ -3,7 +3,7 @@
 A catalog is ``catalog.json`` (schema ``models/catalog.schema.json``, format ``multimodalseg-catalog/1``) beside the
 bundles it lists. Entry keys: ``id``, ``version``, ``task``, ``file`` (relative to the catalog's folder) or ``url``
 (``https://`` or ``file://``, fetched into the cache on first use), ``sha256``, ``inputs`` (roles), ``modality``,
-``network``, ``demo`` (trained on synthetic phantoms only), ``seconds`` (``{"cpu", "gpu", "cpu_machine",
+``network``, ``demo`` (trained on synthetic data only), ``seconds`` (``{"cpu", "gpu", "cpu_machine",
 "gpu_machine"}``, measured), ``metrics`` (validation), ``description``, ``created``, ``kind`` (``segmentation``, the
 default when absent, or ``fusion``: a spine CT-MR fusion model, never picked as a task's segmentation model),
 ``training_data`` (``phantoms``, ``synthetic`` from real anatomy, or ``real``; ``multimodalseg demo`` shows a

@@ -204,13 +204,23 @@ def _bounds_text(image: sitk.Image) -> str:
     return "[" + ", ".join(f"{a:.0f}..{b:.0f}" for a, b in zip(lo, hi)) + "]"
 
 
+def nonzero(array: np.ndarray) -> np.ndarray:
+    """Voxels that are not numerically zero: ``|x| > 1e-6 max|x|``. Linear resampling of a skull-stripped image
+    through a near-identity transform leaves a ring of ~1e-12 values around the brain; counted as foreground, they
+    would shift the z-score statistics and the crop."""
+    x = np.asarray(array)
+    peak = float(np.abs(x).max()) if x.size else 0.0
+    return np.abs(x) > peak * 1e-6
+
+
 def normalize(array: np.ndarray, scheme: str, mask: np.ndarray | None = None) -> np.ndarray:
     """Normalise one channel ``(Z, Y, X)``; returns a new float32 array.
 
     Args:
         array: intensities (MR arbitrary units, CT in HU, PET in Bq/mL or SUV).
         scheme: ``zscore``: mean 0 / std 1 over the foreground (``mask``, default the nonzero voxels, as MONAI's
-            ``NormalizeIntensity(nonzero=True)``; background stays 0). ``ct``: clip to ``CT_WINDOW`` HU and divide
+            ``NormalizeIntensity(nonzero=True)``, up to :func:`nonzero`'s round-off; background stays 0).
+            ``ct``: clip to ``CT_WINDOW`` HU and divide
             by 1000 (air -1, water 0, bone 1-2). ``pet``: divide by the 99th percentile of the positive voxels (a
             robust scale that works for Bq/mL and SUV alike). ``zscore_clip``: DMFNet's reference, clip the
             foreground to its 0.2/99.8 percentiles, then ``zscore`` (background stays 0, unlike DMFNet's shift of
@@ -231,14 +241,14 @@ def normalize(array: np.ndarray, scheme: str, mask: np.ndarray | None = None) ->
         low, high = (float(x.min()), float(x.max())) if x.size else (0.0, 0.0)
         return (x - np.float32(low)) / np.float32(high - low if high > low else 1.0)
     if scheme == "zscore_clip":
-        fg = (x != 0) if mask is None else mask
+        fg = nonzero(x) if mask is None else mask
         if fg.sum() >= 2:
             low, high = np.percentile(x[fg], (0.2, 99.8))
             x = x.copy()
             x[fg] = np.clip(x[fg], low, high)
         scheme, mask = "zscore", fg
     if scheme == "zscore":
-        fg = (x != 0) if mask is None else mask
+        fg = nonzero(x) if mask is None else mask
         if fg.sum() < 2:  # an empty image: nothing to estimate from
             return np.zeros_like(x)
         values = x[fg]
@@ -268,7 +278,7 @@ def foreground_mask(task: TaskSpec, array: np.ndarray) -> np.ndarray:
     """
     mask = np.zeros(array.shape[1:], bool)
     for c, spec in enumerate(task.inputs):
-        mask |= array[c] > CT_BODY_HU if spec.normalization == "ct" else array[c] != 0
+        mask |= array[c] > CT_BODY_HU if spec.normalization == "ct" else nonzero(array[c])
     return mask
 
 

@@ -104,7 +104,7 @@ def test_import_list_path_and_segment_by_id(cli, tmp_path, home):
     assert (home / "models" / "spine-tiny-0.1.pt.sha256").read_text().split()[0] == sha256_file(bundle)
     assert cli("models", "path").out.strip() == str(home / "models")
     listed = cli("models", "list")
-    assert "spine-tiny" in listed.out and "user" in listed.out and "demo: trained on synthetic phantoms" in listed.out
+    assert "spine-tiny" in listed.out and "user" in listed.out and "demo: trained on synthetic data" in listed.out
     data = json.loads(cli("models", "list", "--task", "spine", "--json").out)
     (entry,) = data["models"]
     assert entry["sha256"] == sha256_file(bundle) and entry["inputs"] == ["ct", "mr"] and entry["demo"] is True

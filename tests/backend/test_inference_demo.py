@@ -81,7 +81,7 @@ def test_demo_segments_and_scores_a_phantom(cli, tmp_path, capsys):
     _print_table(list(rows.values()), out)
     table = capsys.readouterr()
     assert "spine-bone-test 1" in table.out and f"{spine['mean_dice']:.3f}" in table.out
-    assert table.out.count("(no model)") == 3 and "trained on synthetic phantoms" in table.err
+    assert table.out.count("(no model)") == 3 and "trained on synthetic data" in table.err
 
 
 @pytest.mark.parametrize("task_id, modality", [("brain-tumor", None), ("whole-heart", "mr"), ("petmr-brain", None),

@@ -108,6 +108,23 @@ def test_normalize_schemes():
         prep.normalize(pet, "minmax")
 
 
+def test_resampling_round_off_is_background():
+    """A skull-stripped image resampled linearly through a near-identity transform gets a ring of ~1e-12 values
+    around the brain (``multimodalseg register --moving``); normalisation and the crop must treat it as zero."""
+    rng = np.random.default_rng(1)
+    mr = np.zeros((12, 12, 12), np.float32)
+    mr[3:9, 3:9, 3:9] = rng.normal(500, 60, (6, 6, 6))
+    halo = mr.copy()
+    ring = (np.pad(np.ones((8, 8, 8), bool), 2) & (mr == 0))
+    halo[ring] = 1e-12
+    for scheme in ("zscore", "zscore_clip"):
+        np.testing.assert_array_equal(prep.normalize(halo, scheme)[mr != 0], prep.normalize(mr, scheme)[mr != 0])
+        assert (prep.normalize(halo, scheme)[mr == 0] == 0).all()
+    task = get_task("brain-tumor")
+    stack = np.stack([halo] * len(task.inputs))
+    np.testing.assert_array_equal(prep.foreground_mask(task, stack), mr != 0)
+
+
 def test_spacing_round_trip_keeps_extent_and_labels():
     ref = io.make_image(np.zeros((30, 40, 50), np.float32), spacing=(0.8, 0.8, 1.2), origin=(3, -2, 5),
                         direction=OBLIQUE)

@@ -277,3 +277,38 @@ def test_full_resolution_anatomy_folder(tmp_path):
     assert [m.name for m in maps] == ["ref"] or "ref" in [m.name for m in maps]
     s = generate("spine", maps[0], np.random.default_rng(0), spacing=3.0)
     assert set(np.unique(s.label)) == {0, 1, 2}
+
+
+def test_synth_held_out_draws_only_the_demos_held_out_anatomies(tmp_path, capsys):
+    """``--held-out`` (the Slicer sample data and ``demo``): every case comes from an anatomy held out of the demos'
+    training, the same one ``demo`` picks for the seed; without it the packaged training anatomies are drawn too."""
+    from multimodalseg.synthesis.anatomy import HELD_OUT, load_anatomy, split_anatomy
+
+    maps = load_anatomy("spine")
+    # a seed whose plain draw is a training anatomy (make_synth_case picks the map from the seed)
+    seed = next(s for s in range(50) if maps[int(np.random.default_rng([s, 14]).integers(len(maps)))].name
+                not in HELD_OUT["spine"])
+
+    def drawn(*extra) -> list[str]:
+        assert main(["synth", "--task", "spine", "--spacing", "4", "--progress", "none", *extra]) == 0
+        return [line.split(" from ")[1].split(" (")[0] for line in capsys.readouterr().out.splitlines()]
+
+    assert drawn("--out", str(tmp_path / "plain"), "--seed", str(seed))[0] not in HELD_OUT["spine"]
+    held = drawn("--out", str(tmp_path / "held"), "--seed", str(seed), "--n", "3", "--held-out")
+    assert len(held) == 3 and set(held) <= set(HELD_OUT["spine"])
+    demo = make_synth_case("spine", seed, anatomy=split_anatomy("spine")[1], spacing=4.0)
+    assert demo.info["anatomy"] == held[0]  # what 'demo' draws for the seed
+
+
+def test_synth_held_out_refuses_a_kind_without_any_and_the_anatomy_option(tmp_path, capsys, monkeypatch):
+    from multimodalseg.synthesis import anatomy
+
+    monkeypatch.setitem(anatomy.HELD_OUT, "heart", ())
+    args = ["synth", "--task", "whole-heart", "--out", str(tmp_path / "out"), "--progress", "none", "--held-out"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--held-out: no packaged heart anatomy is held out for task whole-heart" in err[0]
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+    with pytest.raises(SystemExit) as exc:
+        main([*args, "--anatomy", str(tmp_path)])
+    assert exc.value.code == 2 and "not allowed with argument" in capsys.readouterr().err

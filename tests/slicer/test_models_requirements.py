@@ -37,7 +37,7 @@ def test_model_choices_from_the_user_catalog(user_home):
     assert choices[0].modelId == "" and choices[0].text.startswith("Newest")
     shipped = [e for e in catalog.entries("brain-tumor") if e.source == "shipped"]
     texts = [c.text for c in choices[1:]]
-    assert texts[:3] == ["tumor-demo 0.10 (demo: phantoms only)", "tumor-demo 0.9 (demo: phantoms only)",
+    assert texts[:3] == ["tumor-demo 0.10 (demo: synthetic data only)", "tumor-demo 0.9 (demo: synthetic data only)",
                          "my-model 1.0"]
     assert len(choices) == 4 + len(shipped)
     newest, older = choices[1], choices[2]

@@ -1,5 +1,5 @@
-"""Phantom sample data: the files the real phantom writer and the real ``phantom`` command produce are found by
-role, with the label map and the landmark lists."""
+"""Sample data: the files the real phantom writer and the real sample command (``synth --held-out``) produce are
+found by role, with the label map and the landmark lists."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from multimodalseg.phantoms import make_case
 from multimodalseg.phantoms.layouts import write_case
-from multimodalseg.registration import read_markups
+from multimodalseg.registration import fit_landmarks, read_markups
 from multimodalseg.tasks import all_tasks, get_task
 from MultimodalSegLib import Command
 from MultimodalSegLib.SampleFiles import findCaseFiles
@@ -39,13 +40,37 @@ def test_incomplete_folder(tmp_path):
     assert set(found.images) == {"ct"} and not found.complete(task) and found.label is None
 
 
-def test_the_phantom_command_the_sample_data_runs(tmp_path):
-    """The command Samples.py starts in the background, run for real, gives a case the finder reads."""
-    task = get_task("whole-heart")
-    command = Command.buildPhantomCommand([sys.executable], task.id, tmp_path / "phantoms", seed=2, modality="ct")
+SAMPLE_FILES = {"petmr-brain": ("sub-001/t1.nii.gz", "sub-001/aseg.nii.gz"),
+                "brain-tumor": ("BraTS20_Training_001/BraTS20_Training_001_t1ce.nii.gz",
+                                "BraTS20_Training_001/BraTS20_Training_001_seg.nii.gz"),
+                "whole-heart": ("ct_train_1001_image.nii.gz", "ct_train_1001_label.nii.gz"),
+                "spine": ("case_001/ct.nii.gz", "case_001/label.nii.gz")}
+
+
+@pytest.mark.parametrize("task", all_tasks(), ids=lambda t: t.id)
+def test_the_sample_command_the_sample_data_runs(tmp_path, task):
+    """The command Samples.py starts in the background, run for real as a process (whole heart: the CT case), gives
+    a case the finder reads, with a landmark list per role whose rigid fit is exact, for the self-test's
+    registration step; moving inputs (PET, spine MR) are really misregistered, so that step has work to do."""
+    modality = task.modalities[0] if task.modalities else None
+    folder = tmp_path / "sample"
+    command = Command.buildSampleCommand([sys.executable], task.id, folder, modality=modality)
     env = Command.backendEnvironment(os.environ, os.path.join(os.path.dirname(__file__), "..", "..", "MultimodalSeg"))
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stderr
-    found = findCaseFiles(task, tmp_path / "phantoms")
-    assert found.complete(task) and found.images["image"].name == "ct_train_1001_image.nii.gz"
-    assert found.label.name == "ct_train_1001_label.nii.gz"
+    found = findCaseFiles(task, folder)
+    reference, label = SAMPLE_FILES[task.id]
+    assert found.complete(task) and found.images[task.reference_role] == folder / reference
+    assert found.label == folder / label
+    if len(task.roles) == 1:
+        assert found.landmarks == {}
+        return
+    assert set(found.landmarks) == set(task.roles)
+    fixed = read_markups(found.landmarks[task.reference_role])[0]
+    for role in set(task.roles) - {task.reference_role}:
+        moving = read_markups(found.landmarks[role])[0]
+        assert len(moving) == len(fixed) >= 4
+        fit = fit_landmarks(fixed, moving, "rigid")
+        assert fit.rms < 0.01  # the same points, moved rigidly
+        moved = np.abs(moving - fixed).max()
+        assert moved > 1.0 if role in ("pet", "mr") else moved < 1e-6  # BraTS sequences are co-registered

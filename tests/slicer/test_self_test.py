@@ -56,7 +56,7 @@ def self_test(monkeypatch, tmp_path):
     calls = []
     truth = [label.value for label in TASK.labels]
     nodes = {"image": types.SimpleNamespace(), "label": types.SimpleNamespace(values=truth)}
-    monkeypatch.setattr(module.Samples, "generateCaseBlocking", lambda taskId: calls.append("phantom") or nodes)
+    monkeypatch.setattr(module.Samples, "generateCaseBlocking", lambda taskId: calls.append("sample") or nodes)
 
     class Logic:
         task = TASK
@@ -91,7 +91,29 @@ def test_the_self_test_drives_the_logic_without_a_main_window_and_checks_dice(se
     monkeypatch.setattr(module.Install, "dependencyProblem", lambda path: None)
     metrics = module.runTaskSelfTest(Test(), Logic(), minimumDice=0.99)
     assert metrics["mean"]["dice"] == pytest.approx(1.0)
-    assert calls == ["phantom", ("segment", ["image"], "ct")]
+    assert calls == ["sample", ("segment", ["image"], "ct")]
     Logic.predicted = [TASK.labels[0].value] * len(TASK.labels)  # everything labelled as the first structure
     with pytest.raises(AssertionError):
         module.runTaskSelfTest(Test(), Logic(), minimumDice=0.5)
+
+
+def test_moving_inputs_are_fitted_to_the_reference_from_the_sample_landmarks(self_test):
+    """The sample case's ``<role>.mrk.json`` lists (loaded as ``landmarks:<role>``): each moving role is fitted onto
+    the reference (rigid), the reference itself never, and a role without a list is left alone."""
+    module = self_test[0]
+    fitted = []
+
+    class Logic:
+        task = get_task("brain-tumor")
+
+        def registerLandmarks(self, role, fixed, moving, volume, mode):
+            fitted.append((role, fixed, moving, volume, mode))
+
+    nodes = {role: f"volume {role}" for role in Logic.task.roles}
+    nodes.update({f"landmarks:{role}": f"points {role}" for role in ("t1ce", "flair", "t2")})  # no t1 list
+    module.registerWithSampleLandmarks(Logic(), nodes)
+    assert fitted == [(role, "points t1ce", f"points {role}", f"volume {role}", "rigid") for role in ("flair", "t2")]
+    fitted.clear()
+    del nodes["landmarks:t1ce"]  # no reference list: nothing to fit to
+    module.registerWithSampleLandmarks(Logic(), nodes)
+    assert fitted == []

@@ -62,4 +62,4 @@ def test_help_text_describes_the_task(task):
     text = ModuleText.helpText(task.id)
     assert task.description in text and f"{len(task.labels)} segments" in text
     assert f"{task.input(task.reference_role).title} (reference grid)" in text
-    assert f"{task.title} phantom" in text
+    assert f"Sample Data &gt; {task.title} synthetic case" in text  # SampleFiles.sampleName

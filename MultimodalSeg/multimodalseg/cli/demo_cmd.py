@@ -1,8 +1,9 @@
-"""``multimodalseg demo``: segment a synthetic phantom case of every task that has a model, and score it.
+"""``multimodalseg demo``: segment a synthetic case of every task that has a model, and score it.
 
-For each task (or ``--task T``) with a catalog model: make a seeded phantom case, write its inputs and ground truth,
+For each task (or ``--task T``) with a catalog model: make a seeded case (``synth`` from an anatomy held out of the
+model's training for models trained on synthetic data, else a geometric phantom), write its inputs and ground truth,
 segment it with the task's default model, write the label map and an overlay PNG, and compute Dice per label against
-the phantom's truth. Prints a table of mean Dice and time per task (``--json`` for a machine-readable summary).
+the case's truth. Prints a table of mean Dice and time per task (``--json`` for a machine-readable summary).
 
 Exit codes: 0 when at least one task ran (tasks without a model, or whose model the catalog marks ``incompatible``,
 are listed as such); 2 when no requested task has a usable model (the message says how to get one, or why it is
@@ -21,10 +22,10 @@ from multimodalseg.errors import UserError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="segment a phantom case per task with its model; print Dice and time")
+    p = sub.add_parser("demo", help="segment a synthetic case per task with its model; print Dice and time")
     p.add_argument("--task", help="only this task (default: every task with a model)")
     p.add_argument("--out", default="multimodalseg-demo", help="output folder (default ./multimodalseg-demo)")
-    p.add_argument("--seed", type=int, default=1, help="phantom seed (default 1)")
+    p.add_argument("--seed", type=int, default=1, help="case seed (default 1)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
     p.set_defaults(func=run)
@@ -132,7 +133,7 @@ def _overlay(image, labels, truth, folder: Path, task) -> dict:
         return {}
     return {"overlay": str(save_overlay_png(image, labels, folder / "overlay.png", task=task, title="prediction")),
             "overlay_truth": str(save_overlay_png(image, truth, folder / "overlay_truth.png", task=task,
-                                                  title="phantom truth"))}
+                                                  title="truth"))}
 
 
 def _print_table(rows: list[dict], out: Path) -> None:
@@ -148,5 +149,5 @@ def _print_table(rows: list[dict], out: Path) -> None:
         print(f"{r['task']:12s} {r['model'] + ' ' + r['version']:26s} {dice:>9s} {r['seconds']:7.1f}  {r['device']}"
               f"{over}")
     if any(r.get("demo_model") for r in rows):
-        print("demo models are trained on synthetic phantoms only: not for clinical images", file=sys.stderr)
+        print("demo models are trained on synthetic data only: not for clinical images", file=sys.stderr)
     print(f"outputs (labels, truth, overlays) in {out}", file=sys.stderr)

@@ -129,7 +129,7 @@ def _run(args: argparse.Namespace, reporter) -> int:
     for name, title in (("fused", "fused"), ("ct", "CT alone"), ("mr", "MR alone")):
         if name in result.metrics:
             print(f"{title:9s} {format_metrics(result.metrics[name])}")
-    demo = " (demo model: phantoms only, not for clinical images)" if result.report["model"]["demo"] else ""
+    demo = " (demo model: synthetic data only, not for clinical images)" if result.report["model"]["demo"] else ""
     if not isinstance(reporter, JsonLines):
         print(f"wrote {', '.join(written)} ({result.report['timings']['total']:.1f} s){demo}", file=sys.stderr)
     return 0

@@ -52,7 +52,7 @@ def _list(args: argparse.Namespace) -> int:
     print(f"{'id':28s} {'version':9s} {'task':12s} {'source':8s} {'cpu s':>6s} {'gpu s':>6s}  notes")
     for e in entries:
         cpu, gpu = e.seconds.get("cpu"), e.seconds.get("gpu")
-        notes = "demo: trained on synthetic phantoms" if e.demo else ""
+        notes = "demo: trained on synthetic data" if e.demo else ""
         print(f"{e.id:28s} {e.version:9s} {e.task:12s} {e.source:8s} {_num(cpu):>6s} {_num(gpu):>6s}  {notes}")
     return 0
 

@@ -23,8 +23,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, type=Path, help="dataset folder to write into (created if missing)")
     p.add_argument("--n", type=int, default=1, help="number of cases (default 1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the first case (default 0)")
-    p.add_argument("--anatomy", type=Path,
-                   help="folder of label maps to draw from (default: the small packaged copies)")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--anatomy", type=Path,
+                        help="folder of label maps to draw from (default: the small packaged copies)")
+    source.add_argument("--held-out", action="store_true",
+                        help="draw only from the packaged anatomies held out of the shipped demos' training (what "
+                             "'multimodalseg demo' and the Slicer sample data show)")
     p.add_argument("--spacing", type=float, help="reference grid spacing in mm (default per task: 2.0, spine 1.5)")
     p.add_argument("--modality", help="whole-heart only: ct, mr or both (default both: N CT and N MR cases)")
     p.add_argument("--png", action="store_true", help="also write an overlay PNG per case")
@@ -46,6 +50,18 @@ def run(args: argparse.Namespace) -> int:
             message = str(exc) if user else f"internal error: {type(exc).__name__}: {exc}"
             reporter({"event": "error", "message": message, "code": 2 if user else 1})
         raise
+
+
+def _held_out(task_id: str, maps: tuple) -> tuple:
+    """The packaged maps held out of the demos' training (``synthesis.anatomy.HELD_OUT``), the same ones
+    ``multimodalseg demo`` draws from; a UserError when the task's kind has none."""
+    from multimodalseg.synthesis.anatomy import KINDS, split_anatomy
+
+    held = split_anatomy(task_id, maps)[1]
+    if not held:
+        raise UserError(f"--held-out: no packaged {KINDS[task_id]} anatomy is held out for task {task_id}; "
+                        "leave --held-out off")
+    return held
 
 
 def _run(args: argparse.Namespace, reporter) -> int:
@@ -70,6 +86,8 @@ def _run(args: argparse.Namespace, reporter) -> int:
     torch.set_num_threads(1)  # the generator is cheap per case; leave the other cores to whoever trains
     t0 = time.perf_counter()
     maps = load_anatomy(task.id, args.anatomy)
+    if args.held_out:
+        maps = _held_out(task.id, maps)
     out: Path = args.out
     prepare_out_dir(out)
     if not args.overwrite:  # refuse before generating anything: no partial dataset
@@ -81,7 +99,8 @@ def _run(args: argparse.Namespace, reporter) -> int:
     jobs = [(m, i) for m in modalities for i in range(args.n)]
     outer = Stages(reporter)
     outer.emit({"event": "started", "task": task.id, "model": "synth", "version": "1", "device": "cpu",
-                "inputs": {"anatomy": str(args.anatomy) if args.anatomy else "packaged", "maps": len(maps)}})
+                "inputs": {"anatomy": str(args.anatomy) if args.anatomy else
+                                          "packaged, held out" if args.held_out else "packaged", "maps": len(maps)}})
     outputs, timings = {}, {"generate": 0.0, "write": 0.0}
     for k, (modality, i) in enumerate(jobs):
         span = (k / len(jobs), (k + 1) / len(jobs))
