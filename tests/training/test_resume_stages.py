@@ -60,3 +60,45 @@ def test_resume_continues_a_cascade_at_the_stage_and_epoch_where_it_stopped(hear
     reference = load_bundle(whole / summary["bundle"], task="whole-heart").state_dict
     assert resumed.keys() == reference.keys()
     assert all(torch.equal(resumed[k], reference[k]) for k in reference)
+
+
+def test_resume_continues_a_spine_fusion_stage_at_the_iteration_where_it_stopped(tmp_path, monkeypatch):
+    """The fusion and MCF stages are iteration loops without epochs: they keep a loop checkpoint every
+    ``train.checkpoint_interval`` iterations, and a resumed run continues from it to the same weights."""
+    import training.spine.fusion as fusion
+    from multimodalseg.phantoms import make_case, write_case
+
+    data = tmp_path / "data"
+    for i in range(2):
+        write_case(make_case("spine", 700 + i, shape=(24, 40, 40)), data, i + 1)
+    sets = ["train.threads=1", "train.checkpoint_interval=2", "recipe.config.fusion.iterations=6",
+            "recipe.config.fusion.batch=2", "recipe.config.fusion.patch_size=[32, 32]"]
+
+    def fit_fusion(out, *extra):
+        args = [a for s in sets for a in ("--set", s)]
+        return main(["fit", "--config", "training/configs/spine-fusion.yaml", "--data", str(data), "--out", str(out),
+                     *args, *extra])
+
+    assert fit_fusion(tmp_path / "whole") == 0
+    original, calls = fusion.fusion_step, []
+
+    def stop_at_iteration_4(*args, **kwargs):
+        if len(calls) == 4:
+            raise KeyboardInterrupt  # after the loop checkpoint of iteration 3
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(fusion, "fusion_step", stop_at_iteration_4)
+    assert fit_fusion(tmp_path / "stopped") == 130
+    assert not (tmp_path / "stopped" / "summary.json").exists()
+    monkeypatch.setattr(fusion, "fusion_step", original)
+    resumed_steps = []
+    monkeypatch.setattr(fusion, "fusion_step", lambda *a, **k: resumed_steps.append(1) or original(*a, **k))
+    assert fit_fusion(tmp_path / "stopped", "--resume") == 0
+    assert len(resumed_steps) == 2  # iterations 4 and 5 only
+    whole, stopped = (json.loads((tmp_path / r / "summary.json").read_text()) for r in ("whole", "stopped"))
+    assert (tmp_path / "stopped" / "fusion" / "metrics.csv").read_text() == \
+        (tmp_path / "whole" / "fusion" / "metrics.csv").read_text()
+    a = load_bundle(tmp_path / "whole" / whole["bundle"], task="spine").state_dict
+    b = load_bundle(tmp_path / "stopped" / stopped["bundle"], task="spine").state_dict
+    assert all(torch.equal(a[k], b[k]) for k in a)

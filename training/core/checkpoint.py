@@ -62,3 +62,56 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise UserError(f"not a MultimodalSeg training checkpoint (format {CHECKPOINT_FORMAT} expected)", p)
     return payload
+
+
+class LoopCheckpoint:
+    """The resumable state of an iteration loop without epochs (the spine recipes' fusion and MCF stages).
+
+    Every ``every`` iterations (and after the last) the loop saves its modules, optimisers, its sampler's numpy
+    generator, the global random states and the log rows so far; :meth:`restore` puts them back and returns the
+    iteration to continue from, so a resumed stage goes on where it stopped and ends as an uninterrupted one.
+
+    Args:
+        path: ``RUN/<stage>/checkpoints/last.pt``; None: never saved.
+        every: iterations between saves.
+        resume: restore from ``path`` when it exists.
+    """
+
+    def __init__(self, path: str | os.PathLike | None, every: int = 200, resume: bool = False) -> None:
+        self.path = Path(path) if path is not None else None
+        self.every = max(1, int(every))
+        self.resume = resume
+
+    def restore(self, modules: dict[str, torch.nn.Module], optimizers: dict[str, torch.optim.Optimizer],
+                rng: np.random.Generator) -> tuple[int, list[dict[str, float]]]:
+        """(first iteration to run, log rows of the iterations already run); (0, []) for a fresh loop."""
+        if not (self.resume and self.path is not None and self.path.exists()):
+            return 0, []
+        state = load_checkpoint(self.path)
+        for name, module in modules.items():
+            module.load_state_dict(state["modules"][name])
+        for name, opt in optimizers.items():
+            opt.load_state_dict(state["optimizers"][name])
+        rng.bit_generator.state = _generator_state(state["generator"])
+        set_rng_state(state["rng"])
+        return int(state["iteration"]) + 1, list(state["history"])
+
+    def maybe_save(self, iteration: int, last: int, modules: dict[str, torch.nn.Module],
+                   optimizers: dict[str, torch.optim.Optimizer], rng: np.random.Generator,
+                   history: list[dict[str, float]]) -> None:
+        if self.path is None or ((iteration + 1) % self.every and iteration != last):
+            return
+        generator = rng.bit_generator.state
+        save_checkpoint(self.path, {
+            "iteration": iteration, "history": history,
+            "modules": {n: m.state_dict() for n, m in modules.items()},
+            "optimizers": {n: o.state_dict() for n, o in optimizers.items()},
+            # 128-bit generator words as decimal strings: weights_only loading takes plain types only
+            "generator": {"bit_generator": generator["bit_generator"],
+                          "state": {k: str(v) for k, v in generator["state"].items()},
+                          "has_uint32": int(generator["has_uint32"]), "uinteger": int(generator["uinteger"])}})
+
+
+def _generator_state(saved: dict[str, Any]) -> dict[str, Any]:
+    return {"bit_generator": saved["bit_generator"], "state": {k: int(v) for k, v in saved["state"].items()},
+            "has_uint32": saved["has_uint32"], "uinteger": saved["uinteger"]}

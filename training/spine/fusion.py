@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from multimodalseg.nets.cddfuse import CDDFuse
 
+from training.core.checkpoint import LoopCheckpoint
 from training.spine.fusion_losses import CDDFuseLoss, fusion_step, make_optimizers
 
 
@@ -141,12 +142,14 @@ class FusionSliceSampler:
 
 def train_fusion(model: CDDFuse, volumes: Sequence[tuple[np.ndarray, np.ndarray]], config: FusionConfig, *,
                  device: str | torch.device = "cpu",
-                 callback: Callable[[int, dict[str, float]], None] | None = None) -> list[dict[str, float]]:
+                 callback: Callable[[int, dict[str, float]], None] | None = None,
+                 checkpoint: LoopCheckpoint | None = None) -> list[dict[str, float]]:
     """Train ``model`` for ``config.iterations`` iterations (stage I then II); one log row per iteration.
 
     Args:
         volumes: ``(ct01, mr01)`` pairs of ``(Z, Y, X)`` float32 in [0, 1] on one grid each.
         callback: ``callback(iteration, row)`` after each iteration.
+        checkpoint: saves the loop's state every few iterations and, when resuming, continues from it.
     """
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
@@ -154,8 +157,8 @@ def train_fusion(model: CDDFuse, volumes: Sequence[tuple[np.ndarray, np.ndarray]
     model.to(device)
     optimizers = make_optimizers(model, config.lr, config.weight_decay, decoupled=config.optimizer == "adamw")
     loss = CDDFuseLoss(ssim=config.ssim)
-    history = []
-    for iteration in range(config.iterations):
+    start, history = checkpoint.restore({"model": model}, optimizers, rng) if checkpoint else (0, [])
+    for iteration in range(start, config.iterations):
         for name, opt in optimizers.items():
             for group in opt.param_groups:
                 group["lr"] = config.learning_rate(name, iteration)
@@ -166,6 +169,8 @@ def train_fusion(model: CDDFuse, volumes: Sequence[tuple[np.ndarray, np.ndarray]
         history.append(row)
         if callback is not None:
             callback(iteration, row)
+        if checkpoint is not None:
+            checkpoint.maybe_save(iteration, config.iterations - 1, {"model": model}, optimizers, rng, history)
     model.eval()
     return history
 

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from multimodalseg.nets.mcf import MCFNet
 
+from training.core.checkpoint import LoopCheckpoint
 from training.spine.mcf_losses import MCFLoss
 
 
@@ -188,10 +189,12 @@ def mcf_step(model: MCFNet, optimizers: Sequence[torch.optim.Optimizer], loss_fn
 
 
 def train_mcf(model: MCFNet, cases: Sequence[SliceCase], config: MCFConfig, *, device: str | torch.device = "cpu",
-              callback: Callable[[int, dict[str, float]], None] | None = None) -> list[dict[str, float]]:
+              callback: Callable[[int, dict[str, float]], None] | None = None,
+              checkpoint: LoopCheckpoint | None = None) -> list[dict[str, float]]:
     """Train ``model`` for ``config.iterations`` MCF iterations; returns one log row per iteration.
 
-    ``callback(iteration, row)`` is called after each one (logging, validation, early stop by raising).
+    ``callback(iteration, row)`` is called after each one (logging, validation, early stop by raising);
+    ``checkpoint`` saves the loop's state every few iterations and, when resuming, continues from it.
     """
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
@@ -200,8 +203,10 @@ def train_mcf(model: MCFNet, cases: Sequence[SliceCase], config: MCFConfig, *, d
     optimizers = make_optimizers(model, config)
     loss_fn = MCFLoss(model.num_classes, config.temperature, config.cdr_weight, config.consistency, config.rampup,
                       config.rampup_unit)
-    history = []
-    for iteration in range(config.iterations):
+    named = dict(enumerate(optimizers))
+    start, history = checkpoint.restore({"model": model}, {str(k): v for k, v in named.items()}, rng) \
+        if checkpoint else (0, [])
+    for iteration in range(start, config.iterations):
         lr = config.learning_rate(iteration)
         for opt in optimizers:
             for group in opt.param_groups:
@@ -214,6 +219,9 @@ def train_mcf(model: MCFNet, cases: Sequence[SliceCase], config: MCFConfig, *, d
         history.append(row)
         if callback is not None:
             callback(iteration, row)
+        if checkpoint is not None:
+            checkpoint.maybe_save(iteration, config.iterations - 1, {"model": model},
+                                  {str(k): v for k, v in named.items()}, rng, history)
     return history
 
 

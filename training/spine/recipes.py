@@ -12,7 +12,8 @@
   per modality, the first ``fusion.stage_one_fraction`` of the iterations), phase II (the fusion layers added).
 
 Their loops run on one process (no DDP). A stage a resumed run had finished is reloaded from
-``RUN/<stage>/checkpoints/last.pt``; an interrupted stage starts over (the iteration loops keep no checkpoint).
+``RUN/<stage>/checkpoints/last.pt``; an interrupted stage continues from the loop checkpoint it keeps there every
+``train.checkpoint_interval`` iterations (default 200: models, optimisers, the sampler's generator, random states).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from multimodalseg.nets.cddfuse import CDDFuse
 from multimodalseg.postprocessing.spine import PLANES, plane_axis
 from multimodalseg.tasks import get_task
 
-from training.core.checkpoint import load_checkpoint, save_checkpoint
+from training.core.checkpoint import LoopCheckpoint, load_checkpoint, save_checkpoint
 from training.core.config import TrainingConfig, build_section
 from training.core.loggers import IterationLogger
 from training.core.recipes import NetworkInfo, Plan, Recipe, RunState, Stage, count_parameters
@@ -43,6 +44,7 @@ from training.spine.fused import fused_volume, fusion_reference, fusion_runner, 
 from training.spine.fusion import FusionConfig, train_fusion
 from training.spine.mcf import MCFConfig
 
+LOOP_CHECKPOINT_EVERY = 200  # iterations between loop checkpoints of the fusion and MCF stages
 
 def _settings(cls: type, values: dict[str, Any], seed: int, key: str) -> Any:
     """``recipe.config.<key>`` as the loop's dataclass, the config's seed in it."""
@@ -113,6 +115,14 @@ def _save_stage(run: RunState, stage: str, model: torch.nn.Module, history: list
         logger.log(i, row)
     logger.close()
     save_checkpoint(folder / "checkpoints" / "last.pt", {"model": model.state_dict(), "iteration": len(history)})
+
+
+def loop_checkpoint(run: RunState, stage: str) -> LoopCheckpoint:
+    """The stage's iteration-loop checkpoint, ``RUN/<stage>/checkpoints/last.pt``, every ``train.checkpoint_interval``
+    iterations (default :data:`LOOP_CHECKPOINT_EVERY`): ``--resume`` continues an interrupted stage from it.
+    Once the stage is done, :func:`_save_stage` replaces it with the trained weights."""
+    every = run.config.train.checkpoint_interval or LOOP_CHECKPOINT_EVERY
+    return LoopCheckpoint(run.folder(stage) / "checkpoints" / "last.pt", every, resume=run.resume)
 
 
 def _restore(run: RunState, stage: str, model: torch.nn.Module) -> None:
@@ -204,7 +214,8 @@ class MCFRecipe(Recipe):
             return done
         print(f"MCF: {len(d['labelled'])} labelled ({', '.join(d['labelled'])}), "
               f"{len(d['cases']) - len(d['labelled'])} unlabelled, {config.iterations} iterations", file=sys.stderr)
-        result = runs.train_mcf_run(d["train"], d["val"], config, in_channels=self.in_channels(s), network=s.network)
+        result = runs.train_mcf_run(d["train"], d["val"], config, in_channels=self.in_channels(s), network=s.network,
+                                    checkpoint=loop_checkpoint(run, "mcf"))
         _save_stage(run, "mcf", result.model, result.history)
         run.shared["mcf"] = result
         return {"seconds": round(result.seconds, 1), "dice": result.dice, "labelled_cases": d["labelled"],
@@ -308,7 +319,7 @@ class FusionRecipe(Recipe):
                 print(f"iteration {iteration}: stage {int(row['stage'])} loss {row['loss']:.4f} "
                       f"({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
 
-        history = train_fusion(model, volumes, config, callback=log)
+        history = train_fusion(model, volumes, config, callback=log, checkpoint=loop_checkpoint(run, "fusion"))
         seconds = time.perf_counter() - t0
         _save_stage(run, "fusion", model, history)
         last = history[-min(len(history), 25):]

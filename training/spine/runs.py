@@ -30,6 +30,7 @@ from multimodalseg.nets.mcf import MCFNet
 from multimodalseg.tasks import get_task
 from torch import nn
 
+from training.core.checkpoint import LoopCheckpoint
 from training.spine.data import SpineCase
 from training.spine.fusion import FusionConfig
 from training.spine.fusion import config_dict as fusion_config_dict
@@ -103,10 +104,10 @@ def network_config(network: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def train_mcf_run(train: Sequence[SliceCase], val: Sequence[SpineCase], config: MCFConfig, *, in_channels: int = 2,
-                  network: dict[str, Any] | None = None) -> SegmentationRun:
+                  network: dict[str, Any] | None = None, checkpoint: LoopCheckpoint | None = None) -> SegmentationRun:
     model = build_mcf(config.seed, in_channels, network=network)
     t0 = time.perf_counter()
-    history = train_mcf(model, train, config)
+    history = train_mcf(model, train, config, checkpoint=checkpoint)
     seconds = time.perf_counter() - t0
     model.set_output("mean")  # log of the averaged softmax: the engine's softmax gives the MCF average
     dice = dice_scores(model, val, config.patch_size) if val else {}
