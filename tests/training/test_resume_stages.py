@@ -65,8 +65,9 @@ def test_resume_continues_a_cascade_at_the_stage_and_epoch_where_it_stopped(hear
 def test_resume_continues_a_spine_fusion_stage_at_the_iteration_where_it_stopped(tmp_path, monkeypatch):
     """The fusion and MCF stages are iteration loops without epochs: they keep a loop checkpoint every
     ``train.checkpoint_interval`` iterations, and a resumed run continues from it to the same weights."""
-    import training.spine.fusion as fusion
     from multimodalseg.phantoms import make_case, write_case
+
+    import training.spine.fusion as fusion
 
     data = tmp_path / "data"
     for i in range(2):
