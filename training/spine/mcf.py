@@ -8,7 +8,9 @@ Training and inference must slice the same way. Every iteration takes
 ``labelled_batch`` slices of labelled cases and ``unlabelled_batch`` slices of unlabelled ones (MCF: 2 + 2),
 padded to at least ``patch_size`` (the paper pads to 512 × 512) and randomly cropped to it; both subnets see the
 same batch. Two SGD optimisers (lr 0.01, momentum 0.9, weight decay 1e-4), lr × 0.1 every 2,500 iterations,
-6,000 iterations (MCF's reference); all of it in :class:`MCFConfig`.
+6,000 iterations (MCF's reference); all of it in :class:`MCFConfig`. After the crop each slice gets nnU-Net's
+default augmentation when ``MCFConfig.augmentation`` holds the config's ``augmentation`` block (the recipe passes
+it; ``training.spine.slice_augment``); None (MCF's reference): none.
 
 Example:
     >>> cases = [SliceCase(image, label), SliceCase(image2, None)]      # (C, Z, Y, X) float32, (Z, Y, X) int
@@ -26,7 +28,9 @@ import torch
 from multimodalseg.nets.mcf import MCFNet
 
 from training.core.checkpoint import LoopCheckpoint
+from training.core.config import AugmentationConfig
 from training.spine.mcf_losses import MCFLoss
+from training.spine.slice_augment import SliceAugmenter
 
 
 @dataclass
@@ -76,6 +80,7 @@ class MCFConfig:
     rampup: float = 40.0
     rampup_unit: int = 150
     seed: int = 1337
+    augmentation: AugmentationConfig | None = None  # per-slice augmentation after the crop; None: none (MCF's)
 
     def __post_init__(self) -> None:
         if self.labelled_batch < 1 or self.unlabelled_batch < 0 or self.iterations < 0:
@@ -101,6 +106,7 @@ class SliceSampler:
             raise ValueError("unlabelled_batch > 0 but every case is labelled")
         self.config, self.rng = config, rng
         self.positive = [self._positive_slices(c) for c in self.labelled]
+        self.augment = SliceAugmenter(config.augmentation, rng)  # draws from rng, so checkpoints restore it
 
     def _axis(self, case: SliceCase) -> int:
         return self.config.axis if case.axis is None else case.axis
@@ -153,6 +159,7 @@ class SliceSampler:
             use_positive = len(positive) > 0 and self.rng.random() < self.config.pos_fraction
             candidates = positive if use_positive else self._candidates(case)
             image, label = self._crop(case, *self._slice(case, int(self.rng.choice(candidates))), use_positive)
+            image, label = self.augment(image, label)
             images.append(image)
             labels.append(label)
         return torch.from_numpy(np.stack(images)), torch.from_numpy(np.stack(labels))
@@ -162,7 +169,7 @@ class SliceSampler:
         for _ in range(n):
             case = self.unlabelled[self.rng.integers(len(self.unlabelled))]
             image, _ = self._crop(case, *self._slice(case, int(self.rng.choice(self._candidates(case)))), False)
-            images.append(image)
+            images.append(self.augment(image, None)[0])
         return torch.from_numpy(np.stack(images))
 
 

@@ -43,6 +43,7 @@ from training.spine.data import SpineCase, choose_labelled, load_cases
 from training.spine.fused import fused_volume, fusion_reference, fusion_runner, network_input
 from training.spine.fusion import FusionConfig, train_fusion
 from training.spine.mcf import MCFConfig
+from training.spine.slice_augment import slice_augmentation
 
 LOOP_CHECKPOINT_EVERY = 200  # iterations between loop checkpoints of the fusion and MCF stages
 
@@ -201,7 +202,7 @@ class MCFRecipe(Recipe):
 
     def _mcf_loop_config(self, run: RunState) -> MCFConfig:
         """MCF's settings for the loops: the cases are already sliced along their plane, first (axis 0)."""
-        return replace(self.mcf_config(run.config, run.settings), axis=0)
+        return replace(self.mcf_config(run.config, run.settings), axis=0, augmentation=run.config.augmentation)
 
     def train_mcf(self, run: RunState) -> dict[str, Any]:
         d, config = self.data(run), self._mcf_loop_config(run)
@@ -245,8 +246,10 @@ class MCFRecipe(Recipe):
                      + (", plus one single-modality variant per case" if settings.single_modality else ""))
         nets = [NetworkInfo("mcf", "mcf (UNet + VNet)", count_parameters(
             lambda: runs.build_mcf(config.seed, self.in_channels(settings), network=settings.network)))]
-        aug = [f"random slice crops ({config_mcf.pos_fraction:.0%} on foreground for labelled slices), "
-               "no intensity or spatial augmentation (MCF's reference)"]
+        aug = [f"random slice crops ({config_mcf.pos_fraction:.0%} on foreground for labelled slices)"]
+        steps = slice_augmentation(config.augmentation)  # also refuses settings the 2-D slices cannot use
+        aug.append("then " + ", ".join(f"{type(t).__name__} p {t.prob:g}" for t in steps) if steps
+                   else "no intensity or spatial augmentation (MCF's reference)")
         return Plan(self.name, self.stages(config, settings), nets, lines, aug)
 
     def finish(self, run: RunState) -> dict[str, Any]:
@@ -334,7 +337,8 @@ class FusionRecipe(Recipe):
         pad = f"slices padded to {list(c.pad_to)} ({c.pad_mode}, as inference)" if c.pad_to else "zero-padded slices"
         lines.append(f"{c.optimizer}, weight decay {c.weight_decay}, batch {c.batch}, "
                      + (f"{c.epochs} epochs" if c.epochs else f"{c.iterations} iterations"))
-        aug = [f"random crops of {pad}, low-contrast crops (std < {c.min_contrast}) redrawn"]
+        aug = [f"random crops of {pad}, low-contrast crops (std < {c.min_contrast}) redrawn; no intensity or spatial "
+               "augmentation (CDDFuse's reference; the config's augmentation block is not read)"]
         return Plan(self.name, self.stages(config, settings), nets, lines, aug)
 
     def finish(self, run: RunState) -> dict[str, Any]:
