@@ -52,13 +52,13 @@ def measure_fusion(mode: str, ct, mr, bundle) -> dict:
             "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)}
 
 
-def measure_segment(files, threads: int) -> dict:
+def measure_segment(files, threads: int | None) -> dict:
     """``multimodalseg segment --task spine`` on the case in a child process: wall, CPU and the report's stages."""
     with tempfile.TemporaryDirectory() as tmp:
         out, report = Path(tmp) / "seg.nii.gz", Path(tmp) / "seg.json"
         cmd = [sys.executable, "-m", "multimodalseg", "segment", "--task", "spine", "-i",
                f"ct={files.inputs['ct']}", "-i", f"mr={files.inputs['mr']}", "-o", str(out), "--report", str(report),
-               "--progress", "none", "--threads", str(threads), "--device", "cpu"]
+               "--progress", "none", "--device", "cpu"] + ([] if threads is None else ["--threads", str(threads)])
         load = os.getloadavg()[0]
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
@@ -108,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--modes", default="strips,whole,segment", help="comma-separated: strips, whole, segment")
     p.add_argument("--slices", type=int, default=60, help="axial slices of the 512x512 case (60: the main table's)")
     p.add_argument("--repeat", type=int, default=1, help="runs per mode; the fastest is kept")
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (0: the product's defaults; segment then gets no --threads)")
     p.add_argument("--name", default="fusion")
     p.add_argument("--append", action="store_true",
                    help="keep the other modes' rows of an existing results/<name>.json (same case) and replace these")
@@ -117,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     import SimpleITK as sitk
     import torch
 
-    torch.set_num_threads(args.threads)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     from cases import CLINICAL, write_case
     from multimodalseg.inference.fusion import load_fusion_model
 
@@ -126,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     ct, mr = sitk.ReadImage(files.inputs["ct"]), sitk.ReadImage(files.inputs["mr"])
     bundle = load_fusion_model(None)  # the shipped spine-fusion-demo
     data = {"case": files.info["description"] + " spine phantom (CT grid 0.3x0.31x3.3 mm)",
-            "bundle": f"{bundle.id} {bundle.meta.get('version')}", "threads": args.threads,
+            "bundle": f"{bundle.id} {bundle.meta.get('version')}", "threads": args.threads or "product default",
             "machine": f"{os.cpu_count()} cores, {os.uname().machine}", "rows": [], "runs": []}
     out = HERE / "results"
     out.mkdir(exist_ok=True)
@@ -140,7 +142,10 @@ def main(argv: list[str] | None = None) -> int:
     for mode in modes:
         runs = []
         for _ in range(args.repeat):
-            run = measure_segment(files, args.threads) if mode == "segment" else measure_fusion(mode, ct, mr, bundle)
+            if mode == "segment":
+                run = measure_segment(files, args.threads or None)
+            else:
+                run = measure_fusion(mode, ct, mr, bundle)
             print(json.dumps(run), flush=True)
             runs.append(run)
         data["runs"] += runs

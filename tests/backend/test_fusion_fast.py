@@ -119,3 +119,44 @@ def test_runner_fuses_strip_slices_in_parallel_when_threads_allow(tmp_path, monk
     assert {n for _, n in seen} == {1} and torch.get_num_threads() == 2
     assert fractions == pytest.approx([1 / 5, 2 / 5, 3 / 5, 4 / 5, 1.0])
     np.testing.assert_array_equal(parallel, sequential)
+
+
+def test_runner_workers_override_torch_threads(tmp_path, monkeypatch):
+    """``FusionRunner(workers=2)`` (the CLI's default on 2 cores) fuses two strip-wise slices at once even with one
+    torch thread, bit for bit the sequential image; ``workers=1`` keeps one thread."""
+    import threading
+
+    from multimodalseg.bundles import load_bundle, save_bundle
+
+    monkeypatch.setenv("MULTIMODALSEG_HOME", str(tmp_path / "home"))
+    config = {**DEMO_CONFIG, "features": 4, "num_heads": 1, "pad_to": None}
+    torch.manual_seed(0)
+    meta = {k: v for k, v in load_fusion_model(None).meta.items() if k not in ("format", "metrics", "seconds")}
+    meta.update(id="tiny-workers", network={"name": "cddfuse", "config": {"spatial_dims": 2, "in_channels": 1,
+                                                                           "out_channels": 1, **config}})
+    save_bundle(tmp_path / "f.pt", CDDFuse(2, 1, 1, **config).state_dict(), meta)
+    rng = np.random.default_rng(1)
+    ct, mr = (rng.random((4, 170, 160), dtype=np.float32) for _ in range(2))
+    images = {}
+    for workers in (1, 2):
+        runner = FusionRunner(load_bundle(tmp_path / "f.pt"), "cpu", workers=workers)
+        seen: set[int] = set()
+        forward = runner._forward
+        runner._forward = lambda a, b, f=forward, s=seen: s.add(threading.get_ident()) or f(a, b)
+        torch.set_num_threads(1)
+        images[workers] = runner.fuse(ct, mr)
+        assert len(seen) == workers
+    np.testing.assert_array_equal(images[1], images[2])
+
+
+def test_slice_workers_default_to_every_core(monkeypatch):
+    from multimodalseg.errors import UserError
+    from multimodalseg.inference.devices import slice_workers
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr("os.cpu_count", lambda: 6)
+    assert slice_workers(None) == 6 and slice_workers(3) == 3
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert slice_workers(None) == 2
+    with pytest.raises(UserError, match="--threads"):
+        slice_workers(0)

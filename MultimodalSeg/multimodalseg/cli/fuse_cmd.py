@@ -41,7 +41,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--progress", default="auto", choices=("auto", "json", "bar", "none"),
                    help="auto: a bar when stdout is a terminal, JSON lines otherwise")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
-    p.add_argument("--threads", type=int, help="CPU threads (default: all cores but one)")
+    p.add_argument("--threads", type=int, help="CPU threads (default: all cores but one; "
+                   "strip-wise fusion slices run one per core)")
     p.set_defaults(func=run)
 
 
@@ -83,7 +84,7 @@ def _run(args: argparse.Namespace, reporter) -> int:
     from multimodalseg import preprocessing as prep
     from multimodalseg.fusion_metrics import format_metrics
     from multimodalseg.inference.batch import write_json
-    from multimodalseg.inference.devices import configure_threads
+    from multimodalseg.inference.devices import configure_threads, slice_workers
     from multimodalseg.inference.fusion import (
         FUSE_STAGE_WEIGHTS,
         FUSION_TASK,
@@ -101,7 +102,7 @@ def _run(args: argparse.Namespace, reporter) -> int:
     images = prep.load_inputs(get_task(FUSION_TASK), {"ct": args.ct, "mr": args.mr})
     configure_threads(args.threads)
     runner = FusionRunner(load_fusion_model(args.model), args.device, args.batch, pad=not args.no_pad,
-                          pad_mode=args.pad_mode)
+                          pad_mode=args.pad_mode, workers=slice_workers(args.threads))
     stages = Stages(reporter, weights=FUSE_STAGE_WEIGHTS)
     stages.emit({"event": "started", "task": FUSION_TASK, "model": runner.bundle.id,
                  "version": str(runner.bundle.meta.get("version")), "device": str(runner.device),

@@ -46,7 +46,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--report", metavar="JSON", help="write a JSON report (inputs, model, timings, volumes in mL)")
     p.add_argument("--progress", default="auto", choices=("auto", "json", "bar", "none"),
                    help="auto: a bar when stdout is a terminal, JSON lines otherwise")
-    p.add_argument("--threads", type=int, help="CPU threads (default: all cores but one)")
+    p.add_argument("--threads", type=int, help="CPU threads (default: all cores but one; "
+                   "spine fusion runs one slice per core)")
     p.add_argument("--stats", metavar="CSV", help="petmr-brain: where the per-structure SUV statistics go "
                    "(default: beside the label map, OUT_suv.csv; also in the --report JSON)")
     add_suv_arguments(p)

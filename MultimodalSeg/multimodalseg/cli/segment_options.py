@@ -82,13 +82,15 @@ def spine_options(args: argparse.Namespace, task) -> dict[str, Any]:
         return {}
     if args.fusion_model and args.no_fusion:
         raise UserError("--fusion-model and --no-fusion contradict each other")
+    from multimodalseg.inference.devices import slice_workers
     from multimodalseg.postprocessing.spine import LEVELS
 
     if args.lowest_level and args.lowest_level not in LEVELS:
         raise UserError(f"--lowest-level: unknown vertebral level '{args.lowest_level}' (use one of "
                         f"{', '.join(LEVELS)})")
     return {"fusion": not args.no_fusion, "fusion_model": args.fusion_model, "lowest_level": args.lowest_level,
-            "device": args.device, "fusion_pad": not args.fusion_no_pad}
+            "device": args.device, "fusion_pad": not args.fusion_no_pad,
+            "fusion_workers": slice_workers(getattr(args, "threads", None))}
 
 
 def cascade_options(args: argparse.Namespace, bundle) -> dict[str, Any] | None:

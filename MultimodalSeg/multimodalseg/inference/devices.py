@@ -82,6 +82,18 @@ def configure_threads(threads: int | None = None) -> int:
     return threads
 
 
+def slice_workers(threads: int | None = None) -> int:
+    """How many strip-wise fusion slices run side by side: ``threads`` (``--threads``), else ``$OMP_NUM_THREADS``,
+    else every core. Each worker runs one intra-op thread, so the slices scale with the cores (49-51 s against 77 s
+    wall for a 512x512x61 spine case on 2 cores) where one slice over several OpenMP threads does not."""
+    if threads is None:
+        env = os.environ.get("OMP_NUM_THREADS", "")
+        threads = int(env) if env.isdigit() and int(env) > 0 else os.cpu_count() or 1
+    if threads < 1:
+        raise UserError(f"--threads must be at least 1, got {threads}")
+    return threads
+
+
 def is_out_of_memory(exc: BaseException) -> bool:
     """A CUDA out-of-memory error (the dedicated class, or the older RuntimeError text)."""
     return isinstance(exc, torch.OutOfMemoryError) or "CUDA out of memory" in str(exc)

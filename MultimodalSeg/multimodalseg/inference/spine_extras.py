@@ -208,7 +208,7 @@ def spine_extras(task: TaskSpec, inputs: Mapping[str, Any], images: Mapping[str,
                              f"{trained_with.get('version')}; fusing with {bundle.id} {bundle.meta.get('version')}")
             pad = bool(options.get("fusion_pad", trained_with.get("pad", True)))
             runner = FusionRunner(bundle, options.get("device") or "auto", pad=pad,
-                                  pad_mode=options.get("fusion_pad_mode"))
+                                  pad_mode=options.get("fusion_pad_mode"), workers=options.get("fusion_workers"))
     if fused_input and runner is None:
         raise UserError("this spine model segments the fused CT-MR image, and no fusion model is available: give "
                         "one with --fusion-model")
