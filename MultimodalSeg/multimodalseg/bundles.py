@@ -9,7 +9,15 @@ Metadata keys (``meta``):
     id, version: the model's name and version string
     task: task id; labels: ``[{"index", "value", "name"}]`` as trained
     network: ``{"name": registry name, "config": keyword arguments}``
-    preprocessing: ``{"spacing", "patch_size", "normalization": {role: scheme}, "roles": [...]}``
+    preprocessing: ``{"spacing", "patch_size", "normalization": {role: scheme}, "roles": [...]}``; optional
+    ``crop_margin`` (voxels kept around the foreground), ``missing_inputs`` (``{role: "zeros"}``: roles
+    ``segment`` may go without, trained with modality dropout) and, for spine segmentation bundles, ``input``
+    (``"fused"``: the network segments the fused CT-MR image; ``"channels"`` or absent: CT and MR as channels)
+    inference: optional ``{"overlap", "roi_size", "plane" or "slice_axis", "members"}``: the window, ``plane``
+    for 2-D networks run slice by slice (spine MCF: ``"sagittal"``), ``members`` for an ensemble
+    fusion_model: spine segmentation bundles trained on fused images name the fusion bundle
+    (``{"model", "version", "sha256", "pad"}``; ``segment`` notes a different one); kind: ``"fusion"`` for
+    fusion bundles, whose ``fusion`` block holds ``{"ct_window", "mr_percentile", "axis", "roles"}``
     training: the training configuration; metrics: validation metrics; demo: trained on phantoms
     optional, read by inference: ``conditional_modality`` (the network's ``forward(x, modality=LongTensor(B))``
     takes the task's modality index, CT 0 / MR 1), ``bf16_validated`` (Dice checked under bf16: CPU bf16 autocast

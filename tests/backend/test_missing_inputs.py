@@ -144,6 +144,29 @@ def test_modality_dropout_zeroes_only_droppable_channels_and_never_all():
         assert int((out.flatten(1).amax(1) > 0).sum()) == 1  # one input always survives
 
 
+def test_modality_dropout_keep_sets_keep_t1ce_and_flair_alone_at_their_rate():
+    """``keep_sets=[[t1ce, flair]]`` with ``keep_set_prob`` 0.5: about half the drops leave exactly T1ce + FLAIR;
+    without keep sets that subset comes from the independent draws only (1 in 8 at drop_prob 0.5)."""
+    roles = TASK.roles
+    alone = tuple(sorted(roles.index(r) for r in ("t1", "t2")))
+
+    def rate(**kwargs) -> float:
+        t = RandModalityDropoutd("image", roles, ("flair", "t1", "t2"), prob=1.0, drop_prob=0.5, **kwargs)
+        t.set_random_state(0)
+        hits = 0
+        for _ in range(400):
+            out = t({"image": np.ones((4, 2, 2, 2), np.float32)})["image"]
+            hits += tuple(c for c in range(4) if out[c].max() == 0) == alone
+        return hits / 400
+
+    assert 0.5 <= rate(keep_sets=[["t1ce", "flair"]], keep_set_prob=0.5) <= 0.68  # 0.5 + 0.5 x 1/7
+    assert rate() <= 0.22
+    with pytest.raises(ValueError, match="keep_sets"):
+        RandModalityDropoutd("image", roles, ("flair", "t1", "t2"), keep_sets=[["t1ce", "dwi"]])
+    with pytest.raises(ValueError, match="keep_sets"):  # keeping every droppable role drops nothing
+        RandModalityDropoutd("image", roles, ("flair", "t1", "t2"), keep_sets=[["flair", "t1", "t2", "t1ce"]])
+
+
 def test_modality_dropout_prob_zero_is_identity():
     t = RandModalityDropoutd("image", TASK.roles, ("flair", "t1", "t2"), prob=0.0)
     image = np.random.default_rng(0).random((4, 3, 3, 3)).astype(np.float32)

@@ -183,6 +183,42 @@ def test_tumour_keeps_the_intensity_order_of_each_sequence():
     assert measured == {"et", "ncr"}
 
 
+def test_tumour_look_varies_per_case_and_is_coherent_across_sequences():
+    """Each case draws one tumour look for all four sequences (``priors.tumour_appearance``): cystic cores are
+    fluid-like (T2 brighter than the oedema, FLAIR darker), and the spread over cases is far wider than the
+    table's 12 % jitter (real lesions differ that much)."""
+    from multimodalseg.synthesis.priors import tumour_appearance, tumour_sequences
+
+    looks = [tumour_appearance(np.random.default_rng(seed)) for seed in range(200)]
+    flair_ncr = np.array([look["flair"][NCR][0] for look in looks])
+    cystic = [look for look in looks if look["t2"][NCR][0] > 190 and look["flair"][NCR][0] < 95]
+    assert 0.2 < len(cystic) / len(looks) < 0.5
+    for look in cystic:
+        assert look["flair"][NCR][0] < look["flair"][ED][0] and look["t2"][NCR][0] > look["t2"][ED][0]
+    table = tumour_sequences()["flair"][NCR][0]
+    assert flair_ncr.min() < 0.5 * table and flair_ncr.max() > 1.4 * table
+    for look in looks:  # enhancement and oedema stay above white matter on their sequences
+        assert look["t1ce"][ET][0] > 1.2 * tumour_sequences()["t1ce"][2][0]
+        assert look["flair"][ED][0] > 1.4 * tumour_sequences()["flair"][2][0]
+
+    def painted_oedema_over_wm() -> tuple[float, dict]:
+        s = generate("brain-tumor", load_anatomy("brain-tumor")[0], np.random.default_rng(4), spacing=2.5)
+        lab = s.role_labels["flair"]
+        ed, wm = ndimage.binary_erosion(lab == ED), ndimage.binary_erosion(np.isin(lab, (2, 41)))
+        return float(s.images["flair"][ed].mean() / s.images["flair"][wm].mean()), s.info["tumour_look"]
+
+    ratio, look = painted_oedema_over_wm()
+    assert set(look) == {"flair", "t1", "t1ce", "t2"} and set(look["t2"]) == {str(NCR), str(ED), str(ET)}
+    # the painted case follows its drawn look: an extreme look (oedema 5x white matter on FLAIR; the table's is
+    # 2.2x) shows in the image
+    extreme = {role: {NCR: (50.0, 5.0), ED: (400.0 if role == "flair" else 100.0, 5.0), ET: (150.0, 5.0)}
+               for role in ("flair", "t1", "t1ce", "t2")}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("multimodalseg.synthesis.priors.tumour_appearance", lambda rng: extreme)
+        bright, _ = painted_oedema_over_wm()
+    assert ratio < 3.0 < bright
+
+
 def test_tumour_cases_have_contrast_filled_vessels_that_are_background():
     brain = {m.name: m for m in load_anatomy("brain-tumor")}["training_seg_01"]
     s = generate("brain-tumor", brain, np.random.default_rng(2), spacing=2.5)

@@ -184,8 +184,9 @@ class AugmentationConfig:
         channel_wise: draw that intensity scale and shift per channel (modality), as DMFNet does.
         enabled: False: plain random crops only (no spatial or intensity augmentation, no mirroring).
         modality_dropout: train for missing inputs (``training.core.modality_dropout``): ``{prob, drop_prob,
-            roles}``, roles default every optional input of the task; the bundle then lists them in
-            ``preprocessing.missing_inputs``. None: off.
+            roles, keep_sets, keep_set_prob}``, roles default every optional input of the task; keep_sets are
+            subsets drawn as a whole (``[[t1ce, flair]]``) with keep_set_prob given a drop; the bundle then
+            lists them in ``preprocessing.missing_inputs``. None: off.
     """
 
     patch_size: list[int] | None = None

@@ -46,21 +46,36 @@ class RandModalityDropoutd(RandomizableTransform, MapTransform):
         droppable: roles that may be zeroed.
         prob: probability that a patch loses any channel at all.
         drop_prob: given a drop, the probability of each droppable channel to be zeroed (at least one is).
+        keep_sets: subsets of roles that users often have alone (BraTS: T1ce + FLAIR); given a drop, with
+            probability ``keep_set_prob`` one of them (uniformly) is kept and every other droppable channel zeroed,
+            so the network sees those subsets far more often than the independent draws give them.
+        keep_set_prob: see ``keep_sets``.
     """
 
     def __init__(self, keys: str | Sequence[str], roles: Sequence[str], droppable: Sequence[str], prob: float = 0.5,
-                 drop_prob: float = 0.5) -> None:
+                 drop_prob: float = 0.5, keep_sets: Sequence[Sequence[str]] = (), keep_set_prob: float = 0.0) -> None:
         MapTransform.__init__(self, keys)
         RandomizableTransform.__init__(self, prob)
-        self.channels = [list(roles).index(r) for r in droppable]
+        roles = list(roles)
+        self.channels = [roles.index(r) for r in droppable]
         self.keep_one = len(self.channels) == len(roles)  # never zero every input
         self.drop_prob = float(drop_prob)
+        for subset in keep_sets:
+            unknown = [r for r in subset if r not in roles]
+            if unknown or not [c for c in self.channels if roles[c] not in subset]:
+                raise ValueError(f"modality_dropout.keep_sets: {list(subset)} must name roles of {roles} and leave a "
+                                 f"droppable role out (droppable: {list(droppable)})")
+        self.keep_sets = [sorted(c for c in self.channels if roles[c] not in subset) for subset in keep_sets]
+        self.keep_set_prob = float(keep_set_prob)
         self._drop: list[int] = []
 
     def randomize(self, data: Any = None) -> None:
         super().randomize(None)
         self._drop = []
         if not self._do_transform or not self.channels:
+            return
+        if self.keep_sets and self.R.random() < self.keep_set_prob:
+            self._drop = list(self.keep_sets[self.R.randint(len(self.keep_sets))])
             return
         chosen = [c for c in self.channels if self.R.random() < self.drop_prob]
         if not chosen:  # a drop was decided: at least one channel goes

@@ -209,7 +209,9 @@ def train_transforms(config: TrainingConfig, task: TaskSpec, *, labelled: bool =
         drop = dict(aug.modality_dropout)
         steps.append(RandModalityDropoutd("image", task.roles, droppable_roles(task, drop.get("roles")),
                                           prob=float(drop.get("prob", 0.5)),
-                                          drop_prob=float(drop.get("drop_prob", 0.5))))
+                                          drop_prob=float(drop.get("drop_prob", 0.5)),
+                                          keep_sets=drop.get("keep_sets") or (),
+                                          keep_set_prob=float(drop.get("keep_set_prob", 0.0))))
     steps += [MakeTargetd(task.id, extra_keys), SelectItemsd(keys=KEEP, allow_missing_keys=True),
               EnsureTyped(keys=keys[:2], track_meta=False)]  # the extras now ride in the target
     return Compose(steps)

@@ -214,9 +214,12 @@ def _paint(task_id, modality, sampled, grids, rng, render) -> tuple[dict[str, np
         # most BraTS-like data is skull-stripped; some users give whole-head scans: keep scalp, skull, orbits
         whole_head = bool(rng.random() < WHOLE_HEAD_FRACTION)
         facts["whole_head"] = whole_head
+        look = priors.tumour_appearance(rng.spawn(1)[0])  # its own stream: the other draws stay as they were
+        facts["tumour_look"] = {role: {str(v): round(m, 1) for v, (m, _) in p.items()} for role, p in look.items()}
         for role in ("flair", "t1", "t1ce", "t2"):
             r = streams[role]
             prior = ix.jittered_prior(table[role], r, rel=0.12, groups=groups)
+            prior.update(look[role])
             if whole_head:  # extra-cerebral tissues get any brightness per sequence (fat, marrow, muscle, ...)
                 prior.update({v: (float(r.uniform(5.0, 180.0)), float(r.uniform(3.0, 15.0))) for v in priors.EXTRA})
             outside = sampled[role] == 0 if whole_head else ~_stripped_brain(sampled[role], keep)

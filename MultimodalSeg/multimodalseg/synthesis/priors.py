@@ -7,6 +7,8 @@ brightest on T1ce, necrosis dark on T1ce and bright on T2, oedema bright on FLAI
 
 from __future__ import annotations
 
+import numpy as np
+
 from multimodalseg.synthesis import labels as lt
 from multimodalseg.synthesis.tumour import ED, ET, NCR
 
@@ -67,6 +69,23 @@ def tumour_sequences() -> dict[str, dict[int, tuple[float, float]]]:
                   77: (float(les), 6.0), NCR: (float(ncr), 10.0), ED: (float(ed), 8.0), ET: (float(et), 10.0)})
         seq[name] = p
     return seq
+
+
+def tumour_appearance(rng: np.random.Generator) -> dict[str, dict[int, tuple[float, float]]]:
+    """One tumour's look on the four sequences, drawn once per case and coherent across them (real lesions vary
+    far more than one table row): a fluid-filled cystic core (dark on T1/T1ce, very bright on T2, dark on FLAIR
+    where the fluid is suppressed) in 35 % of cases, else a necrotic core; oedema of any FLAIR/T2 brightness above
+    white matter; an enhancing rim of any T1ce brightness above white matter. Same scale as
+    :func:`tumour_sequences` (T1 white matter 100)."""
+    u = rng.uniform
+    if rng.random() < 0.35:
+        ncr = {"t1": u(15, 35), "t1ce": u(15, 35), "t2": u(190, 235), "flair": u(20, 95)}
+    else:
+        ncr = {"t1": u(30, 65), "t1ce": u(25, 65), "t2": u(140, 200), "flair": u(90, 170)}
+    ed = {"t1": u(55, 90), "t1ce": u(55, 90), "t2": u(115, 190), "flair": u(120, 215)}
+    et = {"t1": u(55, 95), "t1ce": u(125, 240), "t2": u(85, 150), "flair": u(95, 175)}
+    return {role: {NCR: (float(ncr[role]), 10.0), ED: (float(ed[role]), 8.0), ET: (float(et[role]), 10.0)}
+            for role in ncr}
 
 
 def pet_suv() -> dict[int, float]:
