@@ -267,7 +267,7 @@ def test_bundle_on_the_old_label_table_is_refused_with_one_line(cli, tmp_path):
 # The catalog's petmr-brain model on synthetic cases from anatomies held out of its training (training_seg_17..20).
 BIG = ("Left-Cerebral-White-Matter", "Right-Cerebral-White-Matter", "Left-Cerebral-Cortex", "Right-Cerebral-Cortex",
        "Left-Lateral-Ventricle", "Right-Lateral-Ventricle")
-HELD_OUT_MIN = 0.50  # measured 0.570 (fsaverage, real: 0.52/0.53 WM, 0.28/0.40 cortex)
+HELD_OUT_MIN = 0.55  # measured 0.621 (0.2.0: 0.570); real fsaverage mean over 43 labels 0.114 (0.2.0: 0.061)
 
 
 @pytest.mark.slow
