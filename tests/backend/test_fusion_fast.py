@@ -88,20 +88,27 @@ def test_keep_freed_memory_sets_glibc_malloc():
     assert keep_freed_memory() is True
 
 
+def _tiny_fusion_bundle(path, model_id: str) -> None:
+    """A 4-feature CDDFuse bundle with the shipped demo's fusion settings, unpadded."""
+    from multimodalseg.bundles import save_bundle
+
+    config = {**DEMO_CONFIG, "features": 4, "num_heads": 1, "pad_to": None}
+    torch.manual_seed(0)
+    meta = {k: v for k, v in load_fusion_model(None).meta.items() if k not in ("format", "metrics", "seconds")}
+    meta.update(id=model_id, network={"name": "cddfuse", "config": {"spatial_dims": 2, "in_channels": 1,
+                                                                     "out_channels": 1, **config}})
+    save_bundle(path, CDDFuse(2, 1, 1, **config).state_dict(), meta)
+
+
 def test_runner_fuses_strip_slices_in_parallel_when_threads_allow(tmp_path, monkeypatch):
     """``torch.set_num_threads(2)`` (``--threads 2``): two strip-wise slices at once, one intra-op thread each, the
     same image bit for bit, progress in slice order, the thread setting restored."""
     import threading
 
-    from multimodalseg.bundles import load_bundle, save_bundle
+    from multimodalseg.bundles import load_bundle
 
     monkeypatch.setenv("MULTIMODALSEG_HOME", str(tmp_path / "home"))
-    config = {**DEMO_CONFIG, "features": 4, "num_heads": 1, "pad_to": None}
-    torch.manual_seed(0)
-    meta = {k: v for k, v in load_fusion_model(None).meta.items() if k not in ("format", "metrics", "seconds")}
-    meta.update(id="tiny-parallel", network={"name": "cddfuse", "config": {"spatial_dims": 2, "in_channels": 1,
-                                                                            "out_channels": 1, **config}})
-    save_bundle(tmp_path / "f.pt", CDDFuse(2, 1, 1, **config).state_dict(), meta)
+    _tiny_fusion_bundle(tmp_path / "f.pt", "tiny-parallel")
     runner = FusionRunner(load_bundle(tmp_path / "f.pt"), "cpu")
     seen: list[tuple[int, int]] = []
     forward = runner._forward
@@ -126,15 +133,10 @@ def test_runner_workers_override_torch_threads(tmp_path, monkeypatch):
     torch thread, bit for bit the sequential image; ``workers=1`` keeps one thread."""
     import threading
 
-    from multimodalseg.bundles import load_bundle, save_bundle
+    from multimodalseg.bundles import load_bundle
 
     monkeypatch.setenv("MULTIMODALSEG_HOME", str(tmp_path / "home"))
-    config = {**DEMO_CONFIG, "features": 4, "num_heads": 1, "pad_to": None}
-    torch.manual_seed(0)
-    meta = {k: v for k, v in load_fusion_model(None).meta.items() if k not in ("format", "metrics", "seconds")}
-    meta.update(id="tiny-workers", network={"name": "cddfuse", "config": {"spatial_dims": 2, "in_channels": 1,
-                                                                           "out_channels": 1, **config}})
-    save_bundle(tmp_path / "f.pt", CDDFuse(2, 1, 1, **config).state_dict(), meta)
+    _tiny_fusion_bundle(tmp_path / "f.pt", "tiny-workers")
     rng = np.random.default_rng(1)
     ct, mr = (rng.random((4, 170, 160), dtype=np.float32) for _ in range(2))
     images = {}
