@@ -23,7 +23,7 @@ from monai.transforms import (
 from multimodalseg.errors import UserError
 from multimodalseg.tasks import get_task
 
-from training.core.augment import LATERAL_KEY, RandLateralFlipd, flip_steps
+from training.core.augment import LATERAL_KEY, RandEachChanneld, RandLateralFlipd, flip_steps
 from training.core.config import AugmentationConfig, TrainingConfig
 from training.core.transforms import PrepareCased, train_transforms
 
@@ -178,7 +178,9 @@ def test_paper_style_options():
 
 @pytest.mark.parametrize(("aug", "message"), [({"blur_prob": 1.5}, "augmentation.blur_prob must be a probability"),
                                               ({"gamma_range": [1.5, 0.7]}, "augmentation.gamma_range"),
-                                              ({"scale_range": [0.0, 1.2]}, "augmentation.scale_range")])
+                                              ({"scale_range": [0.0, 1.2]}, "augmentation.scale_range"),
+                                              ({"per_channel_prob": -0.1}, "augmentation.per_channel_prob"),
+                                              ({"flip_axes": "sagittal"}, "augmentation.flip_axes")])
 def test_bad_augmentation_values_name_the_key(aug, message):
     with pytest.raises(UserError, match=message):
         _steps(aug)
@@ -197,3 +199,40 @@ def test_default_pipeline_runs_and_keeps_labels_integral(tmp_path):
         assert patch["image"].shape == (2, 16, 16, 16) and torch.isfinite(patch["image"]).all()
         values = patch["label"].numpy()
         assert np.array_equal(values, np.round(values)) and values.min() >= 0 and values.max() <= len(TASK.labels)
+
+
+@pytest.mark.parametrize("direction", [(1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0), SAGITTAL])
+def test_lateral_only_mirroring_flips_the_left_right_axis_of_each_sample(tmp_path, direction):
+    """``flip_axes: lateral``: one mirror, along whichever array axis the sample's left-right axis is, with the swap."""
+    sample = PrepareCased(TASK.id, None, None)(_lateral_case(tmp_path / "case", direction))
+    (flip,) = flip_steps(AugmentationConfig(flip_prob=1.0, flip_axes="lateral"), TASK, ["image", "label"])
+    label = np.asarray(sample["label"])
+    out = np.asarray(flip(dict(sample))["label"])
+    np.testing.assert_array_equal(out, _swapped(np.flip(label, sample[LATERAL_KEY] + 1)))
+    unknown = {k: v for k, v in sample.items() if k != LATERAL_KEY}  # no known left-right axis: no mirror
+    np.testing.assert_array_equal(np.asarray(flip(unknown)["label"]), label)
+
+
+def _channels_changed(aug: dict, seed: int) -> list[bool]:
+    steps = [s for s in _steps({"noise_prob": 0.0, "brightness_prob": 0.0, "contrast_prob": 0.0, "gamma_prob": 0.0,
+                                "gamma_inverted_prob": 0.0, "rotate_prob": 0.0, "scale_prob": 0.0, **aug})
+             if isinstance(s, (RandEachChanneld, RandGaussianSmoothd, RandSimulateLowResolutiond))]
+    image = torch.rand(4, 24, 24, 24, generator=torch.Generator().manual_seed(seed))
+    out = {"image": image.clone()}
+    for step in steps:
+        step.set_random_state(seed)
+        out = step(out)
+    return [not torch.allclose(out["image"][c], image[c]) for c in range(4)]
+
+
+@pytest.mark.parametrize("kind", ["blur_prob", "lowres_prob"])
+def test_per_channel_blur_and_low_resolution_change_some_modalities_and_leave_others(kind):
+    """nnU-Net's per-channel rule: with ``per_channel_prob`` 0.5 a fired step reaches each modality on its own, so a
+    case has sharp and blurred sequences side by side (re-gridded FLAIR beside a native T1ce); without it, all
+    four channels change together."""
+    other = "lowres_prob" if kind == "blur_prob" else "blur_prob"
+    patterns = [tuple(_channels_changed({kind: 1.0, other: 0.0, "per_channel_prob": 0.5}, seed)) for seed in range(12)]
+    assert any(0 < sum(p) < 4 for p in patterns)  # mixed cases happen
+    assert len(set(patterns)) > 2  # and which channels change varies
+    assert _channels_changed({kind: 1.0, other: 0.0, "per_channel_prob": 0.5}, 5) == list(patterns[5])  # seeded
+    assert all(_channels_changed({kind: 1.0, other: 0.0}, seed) == [True] * 4 for seed in range(3))

@@ -9,8 +9,8 @@ intensity scale/shift (DMFNet, 3D UX-Net) last when configured. Steps whose prob
 Departures from nnU-Net, all for speed on the CPU: the patch is cropped first and then transformed (nnU-Net samples
 the rotated/scaled patch from the whole case, so its corners are never empty; here they are zero-padded); rotation
 and scaling are two resamplings when both fire (4 % of the patches at the defaults); images are resampled linearly
-(nnU-Net: cubic); blur and low-resolution act on all channels of a patch together (nnU-Net: each channel with
-p 0.5), gamma on the whole patch (nnU-Net: per channel).
+(nnU-Net: cubic); blur and low-resolution act on all channels of a patch together unless ``per_channel_prob`` is
+set (nnU-Net: each channel with p 0.5, :class:`RandEachChanneld`), gamma on the whole patch (nnU-Net: per channel).
 
 Mirroring: :class:`RandLateralFlipd` flips one array axis; when that axis is the sample's left-right axis
 (``LATERAL_KEY``, set by the preparation from the grid's direction matrix through
@@ -36,14 +36,17 @@ from monai.transforms import (
     RandAdjustContrastd,
     RandAffined,
     RandGaussianNoised,
+    RandGaussianSmooth,
     RandGaussianSmoothd,
     RandomizableTransform,
     RandRotated,
     RandScaleIntensityd,
     RandScaleIntensityFixedMeand,
     RandShiftIntensityd,
+    RandSimulateLowResolution,
     RandSimulateLowResolutiond,
     RandZoomd,
+    Transform,
 )
 from multimodalseg.errors import UserError
 from multimodalseg.tasks.spec import TaskSpec
@@ -54,26 +57,29 @@ from training.core.config import AugmentationConfig
 LATERAL_KEY = "lateral_axis"
 
 
-class RandLateralFlipd(RandomizableTransform, MapTransform):
-    """Flip ``keys`` along one spatial axis with probability ``prob``; along the sample's left-right axis also swap
-    the Left/Right pairs of ``label_keys``.
+class RandEachChanneld(RandomizableTransform, MapTransform):
+    """With probability ``prob``, apply the array transform ``step`` to each channel of ``keys`` on its own, each
+    channel with probability ``channel_prob`` (nnU-Net's per-channel blur and low resolution): the modalities of a
+    multi-sequence case then differ in sharpness, as scans of one patient from different protocols and grids do.
 
     Args:
-        keys: channel-first arrays to flip (image, label, per-case extras).
-        axis: spatial axis of ``(C, Z, Y, X)`` arrays (0..2).
-        prob: probability of the flip.
-        label_keys: training-index maps whose pairs are exchanged (a subset of ``keys``).
-        lut: ``lut[index]`` = the mirrored index (``LateralPairs.index_lut``); None: the task has no pairs.
+        keys: channel-first images.
+        step: a randomizable array transform that always fires (``prob=1.0``), called on ``(1, *spatial)`` slices.
+        prob: probability that the step is considered for the sample at all.
+        channel_prob: probability, per channel, that it then applies.
     """
 
-    def __init__(self, keys: KeysCollection, axis: int, prob: float, label_keys: Sequence[str] = ("label",),
-                 lut: Sequence[int] | None = None, allow_missing_keys: bool = False) -> None:
+    def __init__(self, keys: KeysCollection, step: Transform, prob: float, channel_prob: float,
+                 allow_missing_keys: bool = False) -> None:
         MapTransform.__init__(self, keys, allow_missing_keys)
         RandomizableTransform.__init__(self, prob)
-        self.axis = int(axis)
-        self.flipper = Flip(spatial_axis=self.axis)
-        self.label_keys = tuple(label_keys)
-        self.lut = None if lut is None else torch.as_tensor(np.asarray(lut, np.int64))
+        self.step = step
+        self.channel_prob = float(channel_prob)
+
+    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None):
+        super().set_random_state(seed, state)
+        self.step.set_random_state(seed, self.R if seed is None and state is None else state)
+        return self
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
@@ -81,8 +87,50 @@ class RandLateralFlipd(RandomizableTransform, MapTransform):
         if not self._do_transform:
             return d
         for key in self.key_iterator(d):
-            d[key] = self.flipper(d[key])
-        if self.lut is not None and d.get(LATERAL_KEY) is not None and int(d[LATERAL_KEY]) == self.axis:
+            image = d[key]
+            chosen = [c for c in range(image.shape[0]) if self.R.rand() < self.channel_prob]
+            if not chosen:
+                continue
+            out = image.clone() if isinstance(image, torch.Tensor) else np.array(image, copy=True)
+            for c in chosen:
+                out[c:c + 1] = torch.as_tensor(self.step(image[c:c + 1])) if isinstance(out, torch.Tensor) \
+                    else np.asarray(self.step(image[c:c + 1]))
+            d[key] = out
+        return d
+
+
+class RandLateralFlipd(RandomizableTransform, MapTransform):
+    """Flip ``keys`` along one spatial axis with probability ``prob``; along the sample's left-right axis also swap
+    the Left/Right pairs of ``label_keys``.
+
+    Args:
+        keys: channel-first arrays to flip (image, label, per-case extras).
+        axis: spatial axis of ``(C, Z, Y, X)`` arrays (0..2), or None: the sample's own left-right axis
+            (``LATERAL_KEY``; no flip when the sample has none).
+        prob: probability of the flip.
+        label_keys: training-index maps whose pairs are exchanged (a subset of ``keys``).
+        lut: ``lut[index]`` = the mirrored index (``LateralPairs.index_lut``); None: the task has no pairs.
+    """
+
+    def __init__(self, keys: KeysCollection, axis: int | None, prob: float, label_keys: Sequence[str] = ("label",),
+                 lut: Sequence[int] | None = None, allow_missing_keys: bool = False) -> None:
+        MapTransform.__init__(self, keys, allow_missing_keys)
+        RandomizableTransform.__init__(self, prob)
+        self.axis = None if axis is None else int(axis)
+        self.label_keys = tuple(label_keys)
+        self.lut = None if lut is None else torch.as_tensor(np.asarray(lut, np.int64))
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        self.randomize(None)
+        lateral = None if d.get(LATERAL_KEY) is None else int(d[LATERAL_KEY])
+        axis = lateral if self.axis is None else self.axis
+        if not self._do_transform or axis is None:
+            return d
+        flipper = Flip(spatial_axis=axis)
+        for key in self.key_iterator(d):
+            d[key] = flipper(d[key])
+        if self.lut is not None and lateral == axis:
             for key in self.label_keys:
                 if key in d:
                     d[key] = swap_pairs(d[key], self.lut)
@@ -119,6 +167,10 @@ def check_augmentation(aug: AugmentationConfig) -> None:
         value = getattr(aug, name)
         if not 0.0 <= value <= 1.0:
             raise UserError(f"augmentation.{name} must be a probability in [0, 1], got {value}")
+    if not 0.0 <= aug.per_channel_prob <= 1.0:
+        raise UserError(f"augmentation.per_channel_prob must be a probability in [0, 1], got {aug.per_channel_prob}")
+    if aug.flip_axes not in ("all", "lateral"):
+        raise UserError(f"augmentation.flip_axes must be 'all' or 'lateral', got {aug.flip_axes!r}")
     for name in ("elastic_sigma", "elastic_magnitude", "blur_sigma", "brightness_range", "contrast_range",
                  "lowres_zoom", "gamma_range"):
         _pair(getattr(aug, name), name)
@@ -169,8 +221,12 @@ def intensity_steps(aug: AugmentationConfig) -> list:
         steps.append(RandGaussianNoised(keys="image", prob=aug.noise_prob, std=aug.noise_std, sample_std=True))
     if aug.blur_prob > 0:
         sigma = _pair(aug.blur_sigma, "blur_sigma")
-        steps.append(RandGaussianSmoothd(keys="image", prob=aug.blur_prob, sigma_x=sigma, sigma_y=sigma,
-                                         sigma_z=sigma))
+        if aug.per_channel_prob > 0:
+            steps.append(RandEachChanneld("image", RandGaussianSmooth(sigma, sigma, sigma, prob=1.0), aug.blur_prob,
+                                          aug.per_channel_prob))
+        else:
+            steps.append(RandGaussianSmoothd(keys="image", prob=aug.blur_prob, sigma_x=sigma, sigma_y=sigma,
+                                             sigma_z=sigma))
     if aug.brightness_prob > 0:  # v * (1 + f), f drawn per channel
         low, high = _pair(aug.brightness_range, "brightness_range")
         steps.append(RandScaleIntensityd(keys="image", prob=aug.brightness_prob, factors=(low - 1.0, high - 1.0),
@@ -181,8 +237,12 @@ def intensity_steps(aug: AugmentationConfig) -> list:
                                                   factors=(low - 1.0, high - 1.0), fixed_mean=True,
                                                   preserve_range=True, channel_wise=True))
     if aug.lowres_prob > 0:
-        steps.append(RandSimulateLowResolutiond(keys="image", prob=aug.lowres_prob,
-                                                zoom_range=_pair(aug.lowres_zoom, "lowres_zoom")))
+        zoom = _pair(aug.lowres_zoom, "lowres_zoom")
+        if aug.per_channel_prob > 0:
+            steps.append(RandEachChanneld("image", RandSimulateLowResolution(prob=1.0, zoom_range=zoom),
+                                          aug.lowres_prob, aug.per_channel_prob))
+        else:
+            steps.append(RandSimulateLowResolutiond(keys="image", prob=aug.lowres_prob, zoom_range=zoom))
     gamma = _pair(aug.gamma_range, "gamma_range")
     if aug.gamma_inverted_prob > 0:
         steps.append(RandAdjustContrastd(keys="image", prob=aug.gamma_inverted_prob, gamma=gamma, invert_image=True,
@@ -194,12 +254,14 @@ def intensity_steps(aug: AugmentationConfig) -> list:
 
 
 def flip_steps(aug: AugmentationConfig, task: TaskSpec, keys: list[str]) -> list:
-    """A :class:`RandLateralFlipd` per axis; the label swap only for tasks with exclusive Left/Right labels."""
+    """A :class:`RandLateralFlipd` per axis (``flip_axes: all``) or along the left-right axis only (``lateral``); the
+    label swap only for tasks with exclusive Left/Right labels."""
     if aug.flip_prob <= 0:
         return []
     pairs = task.lateral_pairs()
     lut = pairs.index_lut(task.num_classes) if pairs and task.output_kind == "labels" and "label" in keys else None
-    return [RandLateralFlipd(keys=keys, axis=axis, prob=aug.flip_prob, lut=lut) for axis in range(3)]
+    axes = [None] if aug.flip_axes == "lateral" else range(3)
+    return [RandLateralFlipd(keys=keys, axis=axis, prob=aug.flip_prob, lut=lut) for axis in axes]
 
 
 def augmentation_steps(aug: AugmentationConfig, task: TaskSpec, keys: list[str]) -> list:

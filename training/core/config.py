@@ -173,11 +173,17 @@ class AugmentationConfig:
             (``RandScaleIntensityFixedMeand``; nnU-Net: 0.15, [0.75, 1.25]).
         lowres_prob, lowres_zoom: simulated low resolution, down by a zoom in ``lowres_zoom`` (nearest) and back up
             (trilinear) (``RandSimulateLowResolutiond``; nnU-Net: 0.25, [0.5, 1.0]).
+        per_channel_prob: 0 (default): blur and low resolution act on all channels of a patch together; above 0:
+            once fired, each channel takes them on its own with this probability (nnU-Net: 0.5), so the
+            modalities differ in sharpness as re-gridded sequences do.
         gamma_prob, gamma_inverted_prob, gamma_range: gamma with the mean and sd retained, and the same on the
             inverted image (``RandAdjustContrastd`` with ``retain_stats``/``invert_image``; nnU-Net: 0.3, 0.1,
             [0.7, 1.5]).
         flip_prob: probability of a mirror, per axis (nnU-Net: 0.5). A mirror along the patient's left-right axis
             (from the direction matrix) swaps the Left/Right labels (``TaskSpec.lateral_pairs``).
+        flip_axes: ``all`` (nnU-Net): each of the three axes; ``lateral``: the left-right axis only (SynthSeg's
+            mirror), for anatomy always seen upright, where mirroring up-down and front-back costs a small network
+            capacity for orientations no scan has.
         intensity_prob: probability of the papers' intensity scale and shift each (DMFNet, 3D UX-Net); 0 (default):
             off, nnU-Net's brightness/contrast/gamma instead.
         intensity_scale, intensity_shift: factors of ``RandScaleIntensityd`` / ``RandShiftIntensityd``.
@@ -212,10 +218,12 @@ class AugmentationConfig:
     contrast_range: list[float] = field(default_factory=lambda: [0.75, 1.25])
     lowres_prob: float = 0.25
     lowres_zoom: list[float] = field(default_factory=lambda: [0.5, 1.0])
+    per_channel_prob: float = 0.0
     gamma_prob: float = 0.3
     gamma_inverted_prob: float = 0.1
     gamma_range: list[float] = field(default_factory=lambda: [0.7, 1.5])
     flip_prob: float = 0.5
+    flip_axes: Literal["all", "lateral"] = "all"
     intensity_prob: float = 0.0
     intensity_scale: float = 0.1
     intensity_shift: float = 0.1
