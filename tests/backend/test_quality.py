@@ -112,3 +112,41 @@ def test_predictor_plausible_heart_ct_has_no_quality_warning(heart_predictor):
     result = predictor.predict(make_synth_case("whole-heart", 9000, anatomy=held, modality="ct").images)
     assert result.report["quality"]["ok"], result.report["quality"]["warnings"]
     assert not [e for e in events if e.get("event") == "warning" and e["message"].startswith("quality:")]
+
+
+def head_mr(stripped: bool, spacing: float = 2.0) -> sitk.Image:
+    """A T1ce-like head: a 150 x 190 x 200 mm ellipsoid (2.98 L) with 12 mm of bright scalp and dark skull around the
+    brain (1.93 L) in noisy air; ``stripped``: the brain alone on an exact-zero background, as BraTS gives it."""
+    n = (100, 110, 120)
+    z, y, x = np.meshgrid(*[(np.arange(k) - k / 2 + 0.5) * spacing for k in n[::-1]], indexing="ij")
+    head = (x / 75) ** 2 + (y / 95) ** 2 + (z / 100) ** 2 <= 1.0
+    brain = (x / 63) ** 2 + (y / 83) ** 2 + (z / 88) ** 2 <= 1.0
+    rng = np.random.default_rng(0)
+    mr = np.abs(rng.normal(0, 8, head.shape)).astype(np.float32)  # Rician-like air
+    mr[head] = 900.0  # scalp fat, bright on T1
+    mr[head & ((x / 69) ** 2 + (y / 89) ** 2 + (z / 94) ** 2 <= 1.0)] = 120.0  # skull, dark
+    mr[brain] = rng.normal(500, 40, int(brain.sum()))
+    if stripped:
+        mr[~brain] = 0.0
+    image = sitk.GetImageFromArray(mr)
+    image.SetSpacing((spacing,) * 3)
+    return image
+
+
+def test_whole_head_mr_to_brain_tumor_warns_and_a_stripped_brain_does_not():
+    task = get_task("brain-tumor")
+    head = QualityChecks(task, {"t1ce": head_mr(stripped=False)}).report()
+    (finding,) = [f for f in head["findings"] if f["check"] == "skull_stripped"]
+    assert 2700 <= finding["volume_ml"] <= 3300 and "strip the skull first" in finding["message"]
+    stripped = QualityChecks(task, {"t1ce": head_mr(stripped=True)}).report()
+    assert stripped["ok"], stripped["warnings"]
+    assert any("skull-stripped" in c for c in stripped["checked"])
+
+
+def test_synthetic_and_phantom_brains_pass_the_skull_strip_check():
+    from multimodalseg.synthesis import make_synth_case
+
+    task = get_task("brain-tumor")
+    for images in (make_synth_case("brain-tumor", 9000).images, make_case("brain-tumor", 1).images):
+        report = QualityChecks(task, images).report()
+        assert not [f for f in report["findings"] if f["check"] == "skull_stripped"], report["warnings"]

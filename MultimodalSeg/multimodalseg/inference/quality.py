@@ -59,6 +59,10 @@ RANGES: dict[str, dict[str, Any]] = {
         "fov_min_mm": 100.0,
         "body_lr_mm": (None, 230.0),
         "regions_ml": {"WT": (0, 400)},  # no tumour (0 mL) is plausible; more than 400 mL is not
+        # BraTS inputs are skull-stripped: what is above background is the brain, 1.1-2.0 L (intracranial volume,
+        # e.g. Buckner RL et al., NeuroImage 2004;23:724-738). A whole head (scalp, skull, face) is 3-5 L, where the
+        # network calls scalp fat and orbits oedema. Measured: real stripped MRs 1.6-1.8 L, head MRs 3.6-4.3 L.
+        "stripped_max_ml": 2500.0,
     },
     "spine": {
         "fov_min_mm": 30.0,
@@ -129,6 +133,21 @@ class QualityChecks:
         if self.emit is not None:
             self.emit({"event": "warning", "message": f"quality: {message}", "check": check})
 
+    def _stripped(self, role: str, small: sitk.Image, arr: np.ndarray, p99: float) -> None:
+        """Warn when more than a brain is above background (the largest component above 2 % of the range)."""
+        most = self.table.get("stripped_max_ml")
+        if most is None:
+            return
+        low = float(arr.min())
+        above = sitk.GetImageFromArray((arr > low + 0.02 * (p99 - low)).astype(np.uint8))
+        largest = sitk.GetArrayViewFromImage(sitk.RelabelComponent(sitk.ConnectedComponent(above), True)) == 1
+        ml = float(largest.sum() * np.prod(small.GetSpacing()) / 1000.0)
+        self.checked.append(f"{role}: skull-stripped (at most {most:g} mL above background)")
+        if ml > most:
+            self._warn("input", "skull_stripped", f"input '{role}' has {ml:.0f} mL above background: a whole head, "
+                       f"not a skull-stripped brain (at most {most:g} mL); {self.task.id} models are trained on "
+                       f"skull-stripped brains, strip the skull first", role=role, volume_ml=round(ml, 1))
+
     def _input(self, role: str, image: sitk.Image) -> None:
         kind = self.kinds[role]
         small = _shrunk(image)
@@ -146,6 +165,7 @@ class QualityChecks:
         elif kind in ("MR", "PET") and p1 < -0.05 * abs(p99) and p1 <= -200:
             self._warn("input", "intensity", f"input '{role}' has HU-like negative values (1st percentile {p1:.0f}); "
                        f"a CT given as {kind}?", role=role, percentiles=[round(p1, 1), round(p99, 1)])
+        self._stripped(role, small, arr, p99)
         if role != self.task.reference_role:
             return
         fov = [n * s for n, s in zip(image.GetSize(), image.GetSpacing())]
