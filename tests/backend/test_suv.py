@@ -421,3 +421,21 @@ def test_suv_table_of_the_petmr_task_has_cortex_and_white_matter_rows():
         cortex, wm = rows[f"{side}-Cerebral-Cortex"], rows[f"{side}-Cerebral-White-Matter"]
         assert cortex.volume_ml > 50 and wm.volume_ml > 50
         assert cortex.suv_mean > 1.5 * wm.suv_mean
+
+
+def test_statistics_csv_keeps_small_and_large_values_to_their_precision():
+    """Ten significant digits: a 0.0025 SUV (a PET stored in kBq/mL without SUV values) and a 1.2 L volume both
+    read back within 1e-9 relative; a fixed 6 decimals kept only 4 digits of the small one."""
+    from multimodalseg.suv.stats import StructureStatistics, statistics_csv
+
+    rows = [StructureStatistics(2, "Left-Cerebral-White-Matter", 1234.5678912345, 10, 0.0024623371245979797,
+                                0.000123456789, 1e-7, 3.14159265358979), StructureStatistics(4, "empty", 0.0, 0)]
+    table = list(csv.DictReader(statistics_csv(rows).splitlines()))
+    for read, row in zip(table, rows):
+        for key, value in row.to_dict().items():
+            if value is None:
+                assert read[key] == ""
+            elif isinstance(value, float):
+                assert float(read[key]) == pytest.approx(value, rel=1e-9, abs=1e-12)
+            else:
+                assert read[key] == str(value)

@@ -122,7 +122,8 @@ def statistics_csv(rows: Sequence[StructureStatistics]) -> str:
     writer.writerow(CSV_COLUMNS)
     for row in rows:
         d = row.to_dict()
-        writer.writerow(["" if d[c] is None else f"{d[c]:.6f}" if isinstance(d[c], float) else d[c]
+        # significant digits, not decimals: a fixed 6 decimals kept 4 digits of a 0.0025 SUV (rounding 1e-4)
+        writer.writerow(["" if d[c] is None else f"{d[c]:.10g}" if isinstance(d[c], float) else d[c]
                          for c in CSV_COLUMNS])
     return out.getvalue()
 
