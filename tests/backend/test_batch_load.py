@@ -1,4 +1,4 @@
-"""Load (issue 18): a batch of 20 cases keeps its memory flat and goes on past failing cases; two processes writing
+"""Load (issue 18): a batch of 30 cases keeps its memory flat and goes on past failing cases; two processes writing
 one output path leave a complete file."""
 
 from __future__ import annotations
@@ -30,10 +30,10 @@ def _case(folder, seed, shape=(40, 96, 90)):
         sitk.WriteImage(sitk.GetImageFromArray(arr), str(folder / f"{folder.name}_{role}.nii.gz"))
 
 
-def test_batch_of_20_flat_memory_and_failures_skipped(cli, tmp_path, untrained_bundle, monkeypatch):
+def test_batch_of_30_flat_memory_and_failures_skipped(cli, tmp_path, untrained_bundle, monkeypatch):
     monkeypatch.setenv("MULTIMODALSEG_HOME", str(tmp_path / "home"))
     root = tmp_path / "cases"
-    for k in range(20):
+    for k in range(30):
         _case(root / f"case{k:02d}", k)
     mr7 = root / "case07" / "case07_mr.nii.gz"
     mr7.write_bytes(mr7.read_bytes()[:300])  # truncated
@@ -50,19 +50,24 @@ def test_batch_of_20_flat_memory_and_failures_skipped(cli, tmp_path, untrained_b
     r = cli("segment", "--task", "spine", "--input-dir", root, "--output-dir", tmp_path / "out",
             "--model", untrained_bundle("spine"), "--device", "cpu", "--no-fusion")
     assert r.code == 2
-    assert r.err.strip().splitlines()[-1].endswith("2 of 20 cases failed (case07, case13); 18 segmented, "
+    assert r.err.strip().splitlines()[-1].endswith("2 of 30 cases failed (case07, case13); 28 segmented, "
                                                     "0 already done")
     failed = {e["case"]: e["message"] for e in events if e["event"] == "error" and "case" in e}
     assert "compressed data ends before the gzip end-of-stream marker" in failed["case07"]
     assert "image is too thin: 1x96x40 voxels" in failed["case13"]
     done = [e["case"] for e in events if e["event"] == "finished"]
-    assert done == [f"case{k:02d}" for k in range(20) if k not in (7, 13)]
+    assert done == [f"case{k:02d}" for k in range(30) if k not in (7, 13)]
     written = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert written == sorted([f"{c}.nii.gz" for c in done] + [f"{c}.json" for c in done])
-    # memory: after the first cases (allocator and caches warm) no growth per case; measured 1.7 MB in all
-    order = [c for c in (f"case{k:02d}" for k in range(20)) if c in rss]
-    growth = rss[order[-1]] - rss[order[4]]
-    assert growth < 10, {c: round(rss[c], 1) for c in order}
+    # memory: once the allocator is warm (RSS rises ~8 MB over the first ~10 cases, then stays flat over 40) no
+    # growth per case. One case's RSS swings by +-8 MB (allocator arenas, SimpleITK's threads), so a difference of two
+    # cases flaked (CI: 11 MB). The RSS moves in ~5 MB steps, so the slope is Theil-Sen's (the median of the slopes
+    # of all pairs) over cases 10-29: measured -0.03 to 0.24 MB/case. Keeping one 1.4 MB input per case would be
+    # 1.4 MB/case; the bound is the old one's 10 MB over 15 cases.
+    order = [c for c in (f"case{k:02d}" for k in range(30)) if c in rss][9:]
+    slope = float(np.median([(rss[b] - rss[a]) / (j - i) for i, a in enumerate(order) for j, b in enumerate(order)
+                             if j > i]))
+    assert slope < 10 / 15, (round(slope, 2), {c: round(rss[c], 1) for c in order})
 
 
 WRITER = textwrap.dedent("""
