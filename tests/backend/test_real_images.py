@@ -141,3 +141,32 @@ def test_fetched_cases_and_the_aal_names():
         for aal, value in ri.AAL_TO_ASEG.items():
             structure, side = names[str(aal)].rsplit("_", 1)
             assert aseg[value] == f"{'Left' if side == 'L' else 'Right'}-{structure}"
+
+
+def _fetched(case_id: str) -> dict | None:
+    if not (CACHE / "cases.json").exists():
+        return None
+    cases = {c["id"]: c for c in json.loads((CACHE / "cases.json").read_text())["cases"] if "skipped" not in c}
+    return cases.get(case_id)
+
+
+# The shipped petmr-brain model on the real fsaverage T1 (with the SPM PET template), scored as real_images.py does:
+# mean Dice over the task's aseg labels present in fsaverage's aseg. It is far below the 0.60 (README).
+FSAVERAGE_MIN = 0.13  # measured 0.148 (0.4.0); 0.3.0: 0.114, 0.2.0: 0.061
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_fetched("fsaverage") is None, reason=f"run tools/fetch_real_images.py first ({CACHE})")
+def test_petmr_model_on_the_real_fsaverage_t1():
+    import torch
+    from multimodalseg import io
+    from multimodalseg.inference.predictor import Predictor
+
+    torch.set_num_threads(1)
+    case, task = _fetched("fsaverage"), get_task("petmr-brain")
+    labels = Predictor.from_model(task.id, device="cpu").predict(
+        {role: io.read_image(path) for role, path in case["inputs"].items()}).labels
+    ref = sitk.GetArrayFromImage(ri.on_grid(io.read_image(case["reference"]), labels)).astype(np.int64)
+    result = ri.score("aseg", sitk.GetArrayFromImage(labels).astype(np.int64), ref, task)
+    print(f"fsaverage: mean Dice {result['dice_mean']} over {result['n_scored']} labels")
+    assert result["n_scored"] >= 40 and result["dice_mean"] >= FSAVERAGE_MIN
