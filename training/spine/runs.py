@@ -201,7 +201,9 @@ def fusion_bundle_meta(config: FusionConfig, model_id: str, version: str, traini
         "training": {"method": "CDDFuse two-stage (METHODS E.3)", **fusion_config_dict(config), **training},
         "metrics": metrics,
         "demo": True,
-        "description": "Spine CT-MR fusion image: CDDFuse-style network (demo width) trained on phantoms. "
+        # what the run knows: its widths and how many cases (the catalog entry says where the data came from)
+        "description": f"Spine CT-MR fusion image: CDDFuse-style network ({widths.get('features')} features) trained "
+                       f"on {len(training.get('cases') or [])} CT/MR cases (unsupervised, labels not used). "
                        "Not for clinical images.",
         "created": datetime.date.today().isoformat(),
     }
