@@ -47,5 +47,5 @@ class SpineCTMRLogic(TaskLogicMixin, ScriptedLoadableModuleLogic):
 
 class SpineCTMRTest(TaskTestMixin, ScriptedLoadableModuleTest):
     def test_phantom_segmentation(self):
-        # spine-mcf-demo 0.2.0 on the sample case: vertebra 0.717 (disc 0.689); measured minus 0.05
-        self.runPhantomSelfTest(SpineCTMRLogic(), minimumDice=0.66, metric="vertebra")
+        # spine-mcf-demo 0.3.1 on the sample case: vertebra 0.768 (disc 0.706); measured minus 0.05
+        self.runPhantomSelfTest(SpineCTMRLogic(), minimumDice=0.71, metric="vertebra")

@@ -10,7 +10,9 @@ Metadata keys (``meta``):
     task: task id; labels: ``[{"index", "value", "name"}]`` as trained
     network: ``{"name": registry name, "config": keyword arguments}``
     preprocessing: ``{"spacing", "patch_size", "normalization": {role: scheme}, "roles": [...]}``; optional
-    ``crop_margin`` (voxels kept around the foreground), ``missing_inputs`` (``{role: "zeros"}``: roles
+    ``crop_margin`` (voxels kept around the foreground), ``orientation`` (the code, e.g. ``LIA``, training
+    permuted and flipped every case's arrays to: inference does the same to the input and undoes it on the
+    output, ``multimodalseg.orientation``; absent or null: as given), ``missing_inputs`` (``{role: "zeros"}``: roles
     ``segment`` may go without, trained with modality dropout) and, for spine segmentation bundles, ``input``
     (``"fused"``: the network segments the fused CT-MR image; ``"channels"`` or absent: CT and MR as channels)
     inference: optional ``{"overlap", "roi_size", "plane" or "slice_axis", "members"}``: the window, ``plane``
@@ -33,10 +35,13 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from multimodalseg.errors import UserError
 from multimodalseg.fileutil import atomic_write, atomic_write_text
+
+if TYPE_CHECKING:
+    from multimodalseg.tasks.spec import TaskSpec
 
 BUNDLE_FORMAT = "multimodalseg-bundle/1"
 REQUIRED_META = ("id", "version", "task", "network", "labels")
@@ -186,3 +191,25 @@ def check_label_table(meta: dict[str, Any], path: str | os.PathLike | None = Non
     raise UserError(f"model {meta.get('id')} {meta.get('version')} was trained on another {task.id} label table "
                     f"({len(theirs)} labels; it {'; '.join(what)}): retrain it for the current table of "
                     f"{len(ours)} labels", path)
+
+
+def check_roles(task: TaskSpec, roles: Any, path: Path) -> tuple[str, ...]:
+    """The bundle's input roles (channel order); the task's when it lists none; they must be the task's."""
+    if not roles:
+        return task.roles
+    if sorted(roles) != sorted(task.roles):
+        raise UserError(f"bundle inputs {', '.join(roles)} do not match task {task.id} inputs "
+                        f"{', '.join(task.roles)}", path)
+    return tuple(roles)
+
+
+def check_label_names(task: TaskSpec, labels: Any, path: Path) -> None:
+    """The bundle's label table must name the task's labels with the task's training indices."""
+    for lab in labels or []:
+        try:
+            spec = task.label(str(lab.get("name")))
+        except KeyError:
+            raise UserError(f"bundle label '{lab.get('name')}' is not a {task.id} label", path) from None
+        if int(lab.get("index", spec.index)) != spec.index:
+            raise UserError(f"bundle label '{spec.name}' has index {lab['index']}, task {task.id} uses {spec.index}",
+                            path)

@@ -13,7 +13,9 @@ The pipeline for one case (every step is a public function):
    origin corner and direction), anti-aliased where the grid gets coarser (:func:`antialias`);
    :func:`labels_to_grid` brings a label map back by nearest neighbour.
    Inference takes the argmax *before* going back (PERFORMANCE.md: 10-50x cheaper than resampling logits).
-5. :func:`load_label` reads a label map onto the reference grid as contiguous training indices.
+5. ``prepare_case(orientation=...)`` permutes and flips the network arrays to the model's orientation
+   (``multimodalseg.orientation``; lossless, so inference maps its output back voxel for voxel).
+6. :func:`load_label` reads a label map onto the reference grid as contiguous training indices.
 
 Axis order: arrays are ``(z, y, x)`` (SimpleITK's numpy order). Task and bundle ``spacing`` and ``patch_size``
 are in ITK ``(x, y, z)`` order like ``image.GetSpacing()`` (spine's ``(256, 256, 1)`` is an axial slice); use
@@ -37,6 +39,7 @@ import SimpleITK as sitk
 
 from multimodalseg import io
 from multimodalseg.errors import UserError
+from multimodalseg.orientation import reorient_grid
 from multimodalseg.tasks.spec import TaskSpec
 
 PathLike = str | os.PathLike
@@ -387,7 +390,7 @@ def labels_to_grid(labels: np.ndarray, grid: sitk.Image, target: sitk.Image) -> 
 
 def load_label(
     task: TaskSpec,
-    path: PathLike,
+    path: PathLike | sitk.Image,
     reference: sitk.Image,
     convention: str | None = None,
 ) -> np.ndarray:
@@ -395,18 +398,20 @@ def load_label(
 
     Args:
         task: the label table (values, aliases, conventions).
-        path: the label file; its values must be in the task's table (in ``convention``, default the task's).
+        path: the label file (or an image in memory); its values must be in the task's table (in ``convention``,
+            default the task's).
         reference: the grid (a label on another grid is resampled by nearest neighbour in physical space).
         convention: e.g. ``brats2023``, ``msd``; None for the task's own values.
 
     Raises:
         UserError: unreadable, non-integer or unknown values (naming them), or no overlap with ``reference``.
     """
-    image = io.read_image(path, label=True)
-    task.check_label_values(io.label_values(image), os.fspath(path), convention)
+    image = path if isinstance(path, sitk.Image) else io.read_image(path, label=True)
+    where = "label map" if isinstance(path, sitk.Image) else os.fspath(path)
+    task.check_label_values(io.label_values(image), where, convention)
     if not io.same_geometry(image, reference):
         if io.overlap_fraction(image, reference) < MIN_OVERLAP:
-            raise UserError("label map does not overlap the reference image in physical space", path)
+            raise UserError("label map does not overlap the reference image in physical space", where)
         image = io.resample_to_reference(image, reference, label=True)
     table = task.value_to_index(convention)
     lut = np.zeros(max(table) + 1, np.uint16)
@@ -431,7 +436,7 @@ class PreparedCase:
 
     Attributes:
         image: ``(C, Z, Y, X)`` float32, normalised, on ``grid`` (network spacing, cropped if asked).
-        grid: image with the geometry of ``image`` (no voxel data needed).
+        grid: image with the geometry of ``image`` (no voxel data needed; in the asked orientation).
         reference: the reference input (the output's geometry).
         box: array-order slices of the crop on the reference grid, or None (no crop).
         label: ``(Z, Y, X)`` training indices on ``grid`` (None without a label path).
@@ -449,11 +454,12 @@ def prepare_case(
     paths: Mapping[str, PathLike | sitk.Image],
     *,
     spacing: Sequence[float] | None = None,
-    label: PathLike | None = None,
+    label: PathLike | sitk.Image | None = None,
     convention: str | None = None,
     crop_margin: int | None = None,
     transforms: Mapping[str, sitk.Transform] | None = None,
     schemes: Mapping[str, str] | None = None,
+    orientation: str | None = None,
 ) -> PreparedCase:
     """Everything above in one call: load, reference grid, optional foreground crop, normalise, spacing.
 
@@ -464,6 +470,8 @@ def prepare_case(
         transforms: role -> transform applied while resampling that input (see :func:`to_reference_grid`).
         schemes: role -> normalisation scheme overriding the task's (a bundle's or training config's
             ``normalization``; see :func:`normalize_channels`).
+        orientation: bring the network arrays (image, label, grid) to this orientation code by axis permutation
+            and flips (``multimodalseg.orientation``); None: the reference's.
     """
     images = load_inputs(task, paths)
     file_paths = {r: p for r, p in paths.items() if not isinstance(p, sitk.Image)}
@@ -477,4 +485,7 @@ def prepare_case(
     array, grid = to_spacing(normalize_channels(task, raw, schemes), sub, spacing)
     if lab is not None:
         lab = labels_to_grid(lab, sub, grid)
+    grid, turn = reorient_grid(grid, orientation)
+    array = np.ascontiguousarray(turn.apply(array))
+    lab = np.ascontiguousarray(turn.apply(lab)) if lab is not None else None
     return PreparedCase(array, grid, reference, box, lab)

@@ -91,3 +91,35 @@ def test_missing_config_file(tmp_path):
 def test_parse_override_keeps_strings():
     assert parse_override("name=my-model") == ("name", "my-model")
     assert parse_override("data.val_cases=[a, b]") == ("data.val_cases", ["a", "b"])
+
+
+def test_data_orientation_defaults_to_the_tasks_and_is_checked(tmp_path):
+    """``data.orientation``: the task's code (LPS) by default, ``""`` keeps each case's own, a bad code is one
+    UserError; PrepareCased hands the network arrays in that orientation."""
+    import numpy as np
+    import SimpleITK as sitk
+    from multimodalseg.orientation import orientation_code
+    from multimodalseg.tasks import get_task
+
+    from training.core.transforms import PrepareCased, network_orientation
+
+    task = get_task("whole-heart")
+    assert network_orientation(TrainingConfig.from_dict({"task": task.id}), task) == "LPS"
+    assert network_orientation(TrainingConfig.from_dict({"task": task.id, "data": {"orientation": ""}}), task) is None
+    assert network_orientation(TrainingConfig.from_dict({"task": task.id, "data": {"orientation": "ras"}}),
+                               task) == "RAS"
+    with pytest.raises(UserError, match="data.orientation: orientation 'LPQ' is not a code"):
+        network_orientation(TrainingConfig.from_dict({"task": task.id, "data": {"orientation": "LPQ"}}), task)
+    image = sitk.GetImageFromArray(np.random.default_rng(0).random((6, 8, 10)).astype(np.float32))
+    lia = sitk.DICOMOrient(image, "LIA")
+    path = tmp_path / "ct.nii.gz"
+    sitk.WriteImage(lia, str(path))
+    record = {"id": "c1", "images": {"image": (str(path), None)}}
+    kept = PrepareCased(task.id, None, None, None, None)(record)["image"]
+    turned = PrepareCased(task.id, None, None, None, "LPS")(record)["image"]
+    assert orientation_code(lia.GetDirection()) == "LIA" and kept.shape == (1, 8, 6, 10)
+    assert turned.shape == (1, 6, 8, 10)
+    from multimodalseg import io
+
+    np.testing.assert_array_equal(turned[0], sitk.GetArrayFromImage(sitk.DICOMOrient(io.copy_geometry(kept[0], lia),
+                                                                                    "LPS")))

@@ -39,7 +39,8 @@ def test_export_round_trips_through_load_bundle(heart_checkpoint, tmp_path):
     assert meta["network"] == {"name": "basic_unet", "config": {"spatial_dims": 3, "in_channels": 1,
                                                                 "out_channels": 8, "features": [4, 4, 8, 8, 16, 4]}}
     assert meta["preprocessing"] == {"spacing": None, "patch_size": [32, 32, 32],
-                                     "normalization": {"image": "zscore"}, "roles": ["image"], "crop_margin": None}
+                                     "normalization": {"image": "zscore"}, "roles": ["image"], "crop_margin": None,
+                                     "orientation": "LPS"}
     assert meta["demo"] is True and meta["training"]["train"]["epochs"] == 2
     assert meta["metrics"]["dice_mean"] == pytest.approx(state["best_metric"])
     assert set(meta["metrics"]["dice"]) == {lab.name for lab in task.labels}

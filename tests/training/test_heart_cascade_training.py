@@ -182,3 +182,25 @@ def test_bad_inputs_are_refused_in_one_line(heart_root, tmp_path, capsys):
     assert main(["fit", "--config", str(tmp_path / "missing.yaml"), "--data", str(heart_root)]) == 2
     assert "config file not found" in capsys.readouterr().err
     assert not (tmp_path / "f" / "synthetic" / "synthetic.json").exists()
+
+
+def test_heart_cases_load_in_the_training_orientation(tmp_path):
+    """LoadHeartCased(orientation=...) permutes image and label as the cascade does at inference; the label centre
+    (physical) does not move."""
+    from multimodalseg.orientation import orientation_code
+
+    image = sitk.GetImageFromArray(np.random.default_rng(1).random((10, 12, 14)).astype(np.float32))
+    label = np.zeros((10, 12, 14), np.uint16)
+    label[3:6, 4:9, 5:7] = 500  # LV
+    lia_image = sitk.DICOMOrient(image, "LIA")
+    lia_label = sitk.DICOMOrient(io.copy_geometry(label, image), "LIA")
+    sitk.WriteImage(lia_image, str(tmp_path / "img.nii.gz"))
+    sitk.WriteImage(lia_label, str(tmp_path / "lab.nii.gz"))
+    record = {"id": "h1", "images": {"image": (str(tmp_path / "img.nii.gz"), None)},
+              "label": str(tmp_path / "lab.nii.gz")}
+    kept, turned = data.LoadHeartCased()(record), data.LoadHeartCased(orientation="LPS")(record)
+    assert orientation_code(kept["geometry"][2]) == "LIA" and orientation_code(turned["geometry"][2]) == "LPS"
+    np.testing.assert_array_equal(turned["image"], sitk.GetArrayFromImage(image))
+    lv = get_task("whole-heart").label("LV").index
+    np.testing.assert_array_equal(turned["label"] == lv, label == 500)
+    np.testing.assert_allclose(turned["centre"], kept["centre"], atol=1e-6)

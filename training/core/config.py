@@ -72,6 +72,9 @@ class DataConfig:
         val_cases: explicit validation case ids (override ``val_fraction``).
         spacing: network spacing in mm, ITK (x, y, z) order; None: the task's; ``[]``: keep the reference's.
         crop_margin: crop to the foreground box grown by this many voxels; None: no crop.
+        orientation: orientation code (``LIA``, ``RAS``...) every case's network arrays are permuted and flipped
+            to, written into the bundle's ``preprocessing.orientation`` for inference (``multimodalseg.orientation``);
+            None: the task's; ``""``: each case as given.
         normalization: input role -> scheme of ``multimodalseg.preprocessing.normalize`` (``zscore``,
             ``zscore_clip``, ``min_max``, ``ct``, ``pet``, ``none``), used in training and written into the
             bundle's ``preprocessing.normalization`` (the predictor applies the same); roles not named keep the
@@ -89,6 +92,7 @@ class DataConfig:
     val_cases: list[str] = field(default_factory=list)
     spacing: list[float] | None = None
     crop_margin: int | None = None
+    orientation: str | None = None
     normalization: dict[str, str] = field(default_factory=dict)
     cache: bool = True
     num_workers: int = 0

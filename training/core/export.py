@@ -23,7 +23,7 @@ from multimodalseg.tasks.spec import TaskSpec
 from training.core.checkpoint import load_checkpoint
 from training.core.config import TrainingConfig
 from training.core.modality_dropout import STAND_IN, droppable_roles
-from training.core.transforms import network_spacing, normalization_schemes, patch_size, roi_size
+from training.core.transforms import network_orientation, network_spacing, normalization_schemes, patch_size, roi_size
 
 
 def bundle_meta(config: TrainingConfig, task: TaskSpec, network: dict[str, Any], metrics: dict[str, Any],
@@ -43,6 +43,7 @@ def bundle_meta(config: TrainingConfig, task: TaskSpec, network: dict[str, Any],
             "normalization": normalization_schemes(config, task),  # data.normalization over the task's
             "roles": list(task.roles),
             "crop_margin": config.data.crop_margin,
+            "orientation": network_orientation(config, task),  # None: as given
         },
         "inference": {"roi_size": roi_size(config, task), "overlap": config.validation.overlap,
                       "mode": config.validation.mode},

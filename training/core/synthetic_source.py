@@ -22,11 +22,10 @@ from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-import SimpleITK as sitk
 from monai.data import Dataset
 from monai.transforms import MapTransform, apply_transform
 from multimodalseg.errors import UserError
-from multimodalseg.preprocessing import crop_image, labels_to_grid, prepare_case
+from multimodalseg.preprocessing import prepare_case
 from multimodalseg.synthesis.anatomy import Anatomy, load_anatomy, split_anatomy
 from multimodalseg.tasks import get_task
 from multimodalseg.tasks.spec import lateral_axis
@@ -75,16 +74,19 @@ class SynthesizeCased(MapTransform):
         spacing: network spacing, ITK order, mm; None: the generated reference grid's.
         crop_margin: crop to the foreground box grown by this many voxels; None: no crop.
         schemes: role -> normalisation scheme.
+        orientation: orientation code of the network arrays (:func:`~training.core.transforms.network_orientation`).
     """
 
     def __init__(self, task_id: str, synthetic: SyntheticConfig, spacing: Sequence[float] | None,
-                 crop_margin: int | None, schemes: Mapping[str, str] | None = None) -> None:
+                 crop_margin: int | None, schemes: Mapping[str, str] | None = None,
+                 orientation: str | None = None) -> None:
         super().__init__(keys=("seed",))
         self.task_id = task_id
         self.synthetic = synthetic
         self.spacing = None if spacing is None else list(spacing)
         self.crop_margin = crop_margin
         self.schemes = dict(schemes or {})
+        self.orientation = orientation
         task = get_task(task_id)
         self.modalities = list(synthetic.modalities or task.modalities)
         unknown = [m for m in self.modalities if m not in task.modalities]
@@ -106,20 +108,8 @@ class SynthesizeCased(MapTransform):
         case = make_synth_case(task.id, seed, anatomy=(maps[choice],), spacing=self.synthetic.spacing,
                                modality=modality, misregister=self.synthetic.misregister)
         prepared = prepare_case(task, case.images, spacing=self.spacing, crop_margin=self.crop_margin,
-                                schemes=self.schemes)
-        # The label is on the reference input's grid in the task's values: to indices, then as prepare_case does.
-        values = sitk.GetArrayFromImage(case.label)
-        task.check_label_values(np.unique(values).tolist(), case.case_id)
-        table = task.value_to_index()
-        lut = np.zeros(max(table) + 1, np.uint16)
-        for value, index in table.items():
-            lut[value] = index
-        dtype = np.uint8 if len(task.labels) <= np.iinfo(np.uint8).max else np.uint16
-        label = lut[values].astype(dtype)
-        sub = prepared.reference
-        if prepared.box is not None:
-            label, sub = label[prepared.box], crop_image(prepared.reference, prepared.box)
-        label = labels_to_grid(label, sub, prepared.grid)
+                                schemes=self.schemes, label=case.label, orientation=self.orientation)
+        label = prepared.label
         return {"id": str(data.get("id") or case.case_id), "modality": modality or "", "image": prepared.image,
                 "label": label[None], LATERAL_KEY: lateral_axis(prepared.grid.GetDirection()),
                 "anatomy": maps[choice].name}

@@ -36,6 +36,7 @@ from monai.transforms import (
 )
 from multimodalseg.errors import UserError
 from multimodalseg.inference.postprocess import labels_to_regions
+from multimodalseg.orientation import check_code
 from multimodalseg.preprocessing import normalize, prepare_case, zyx
 from multimodalseg.tasks import get_task
 from multimodalseg.tasks.spec import TaskSpec, lateral_axis
@@ -56,6 +57,16 @@ def network_spacing(config: TrainingConfig, task: TaskSpec) -> list[float] | Non
     if spacing is None:
         return [float(s) for s in task.spacing]
     return [float(s) for s in spacing] or None
+
+
+def network_orientation(config: TrainingConfig, task: TaskSpec) -> str | None:
+    """Orientation code the network arrays are brought to (``multimodalseg.orientation``): the config's, else the
+    task's; ``""`` keeps each case's own."""
+    code = task.orientation if config.data.orientation is None else config.data.orientation
+    try:
+        return check_code(code) if code else None
+    except ValueError as error:
+        raise UserError(f"data.orientation: {error}") from None
 
 
 def patch_size(config: TrainingConfig, task: TaskSpec) -> list[int]:
@@ -97,22 +108,24 @@ class PrepareCased(MapTransform):
         spacing: network spacing, ITK order, mm; None: the reference input's.
         crop_margin: crop to the foreground box grown by this many voxels; None: no crop.
         schemes: role -> normalisation scheme (:func:`normalization_schemes`); None: the task's.
+        orientation: orientation code of the network arrays (:func:`network_orientation`); None: each case's.
     """
 
     def __init__(self, task_id: str, spacing: Sequence[float] | None, crop_margin: int | None,
-                 schemes: Mapping[str, str] | None = None) -> None:
+                 schemes: Mapping[str, str] | None = None, orientation: str | None = None) -> None:
         super().__init__(keys=("images",))
         self.task_id = task_id
         self.spacing = None if spacing is None else list(spacing)
         self.crop_margin = crop_margin
         self.schemes = dict(schemes or {})
+        self.orientation = orientation
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         task = get_task(self.task_id)
         case = Case(str(data["id"]), {r: CaseImage(Path(p), c) for r, (p, c) in data["images"].items()})
         prepared = prepare_case(task, case.read_inputs(), spacing=self.spacing, label=data.get("label"),
                                 convention=data.get("convention"), crop_margin=self.crop_margin,
-                                schemes=self.schemes)
+                                schemes=self.schemes, orientation=self.orientation)
         out: dict[Hashable, Any] = {"id": data["id"], "modality": data.get("modality") or "",
                                     "image": prepared.image, LATERAL_KEY: lateral_axis(prepared.grid.GetDirection())}
         if prepared.label is not None:
@@ -163,9 +176,9 @@ def prepare_case_transform(config: TrainingConfig, task: TaskSpec) -> MapTransfo
         from training.core.synthetic_source import SynthesizeCased
 
         return SynthesizeCased(task.id, config.data.synthetic, network_spacing(config, task), config.data.crop_margin,
-                               normalization_schemes(config, task))
+                               normalization_schemes(config, task), network_orientation(config, task))
     return PrepareCased(task.id, network_spacing(config, task), config.data.crop_margin,
-                        normalization_schemes(config, task))
+                        normalization_schemes(config, task), network_orientation(config, task))
 
 
 def prepare_transforms(config: TrainingConfig, task: TaskSpec, *, labelled: bool = True) -> list:
@@ -220,6 +233,7 @@ def train_transforms(config: TrainingConfig, task: TaskSpec, *, labelled: bool =
 def val_transforms(config: TrainingConfig, task: TaskSpec) -> Compose:
     """Whole prepared volumes for sliding-window validation (no padding: the window pads itself)."""
     steps = [PrepareCased(task.id, network_spacing(config, task), config.data.crop_margin,
-                          normalization_schemes(config, task)), MakeTargetd(task.id),
+                          normalization_schemes(config, task), network_orientation(config, task)),
+             MakeTargetd(task.id),
              SelectItemsd(keys=KEEP, allow_missing_keys=True), EnsureTyped(keys=["image", "label"], track_meta=False)]
     return Compose(steps)

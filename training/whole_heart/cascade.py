@@ -51,7 +51,7 @@ from training.core.optim import build_optimizer, build_scheduler
 from training.core.recipes import RunState
 from training.core.supervised import load_cases, make_network
 from training.core.trainer import FitResult, SupervisedTrainer
-from training.core.transforms import normalization_schemes
+from training.core.transforms import network_orientation, normalization_schemes
 from training.datasets import Case
 from training.whole_heart import cascade_data as data
 from training.whole_heart.conditioned import ModalityConditionedTrainer
@@ -158,10 +158,10 @@ def run_stage(name: str, out: Path, config: TrainingConfig, task: TaskSpec, mode
     return result
 
 
-def localization_errors(model: nn.Module, cases: Sequence[Case], grids: dict[str, geometry.GridSpec], scheme: str
-                        ) -> list[float]:
+def localization_errors(model: nn.Module, cases: Sequence[Case], grids: dict[str, geometry.GridSpec], scheme: str,
+                        orientation: str | None = None) -> list[float]:
     """Distances (mm) between the localiser's centre and the labels' centre, case by case (grid on the image centre)."""
-    loader_ = data.LoadHeartCased()
+    loader_ = data.LoadHeartCased(orientation=orientation)
     errors = []
     model.eval()
     for case in cases:
@@ -214,6 +214,7 @@ class Setup:
     loc_grids: dict[str, geometry.GridSpec]
     scheme: str
     dims: dict[str, int]
+    orientation: str | None = None  # of the loaded images (training.core.transforms.network_orientation)
 
     @property
     def roi_size(self) -> int:
@@ -268,7 +269,8 @@ def setup(run: RunState) -> Setup:
         except ValueError as exc:
             raise UserError(f"config recipe.config.synthetic: {exc}") from None
     dims = {"spatial_dims": 3, "in_channels": 1, "out_channels": out_channels(task)}
-    run.shared["setup"] = Setup(task, split, roi_train, roi_grids, loc_grids, image_scheme(config, task), dims)
+    run.shared["setup"] = Setup(task, split, roi_train, roi_grids, loc_grids, image_scheme(config, task), dims,
+                                network_orientation(config, task))
     return run.shared["setup"]
 
 
@@ -304,7 +306,8 @@ def localization_stage(run: RunState) -> dict[str, Any]:
         config = stage_config(run.config, stage)
         sampler = data.HeartLocalizationSamplesd(s.loc_grids, s.scheme, stage.samples_per_case, stage.shift_mm)
         augment = data.augmentations(aug)  # intensity steps only: the grid's shift is its spatial augmentation
-        train_dl = loader(s.split.train, data.stage_transforms(sampler, augment), config, stage.batch_size,
+        train_dl = loader(s.split.train, data.stage_transforms(sampler, augment, s.orientation), config,
+                          stage.batch_size,
                           train=True)
         set_iterations(config, stage.iterations, train_dl, "localization")
         run_stage("localization", run.out, config, s.task, localizer, HeatmapL2Loss(), localizer.parameters(),
@@ -312,7 +315,7 @@ def localization_stage(run: RunState) -> dict[str, Any]:
     run.shared["localizer"] = localizer
     if done is not None:
         return done
-    errors = localization_errors(localizer, s.split.val or s.split.train, s.loc_grids, s.scheme)
+    errors = localization_errors(localizer, s.split.val or s.split.train, s.loc_grids, s.scheme, s.orientation)
     return {"localization_error_mm": {"mean": round(float(np.mean(errors)), 2),
                                       "max": round(float(np.max(errors)), 2)}}
 
@@ -329,15 +332,15 @@ def roi_loader(run: RunState, config: TrainingConfig, samples: int, batch: int) 
     s, c = setup(run), run.settings
     augment = data.augmentations(run.config.augmentation, c.rotate_degrees, c.scale_range, c.augment_prob)
     sampler = data.HeartROISamplesd(s.roi_grids, s.scheme, samples, c.jitter_mm)
-    return loader(s.roi_train, data.stage_transforms(sampler, augment), config, batch, train=True)
+    return loader(s.roi_train, data.stage_transforms(sampler, augment, s.orientation), config, batch, train=True)
 
 
 def val_roi_loader(run: RunState, config: TrainingConfig) -> DataLoader | None:
     s = setup(run)
     if not s.split.val:
         return None
-    return loader(s.split.val, data.stage_transforms(data.HeartROISamplesd(s.roi_grids, s.scheme, 1, 0.0)),
-                  config, 1, train=False)
+    return loader(s.split.val, data.stage_transforms(data.HeartROISamplesd(s.roi_grids, s.scheme, 1, 0.0),
+                                                     orientation=s.orientation), config, 1, train=False)
 
 
 def trainer_for(run: RunState) -> type[SupervisedTrainer]:

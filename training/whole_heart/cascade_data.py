@@ -53,16 +53,20 @@ KEEP = ("id", "modality", "image", "label")
 
 
 class LoadHeartCased(MapTransform):
-    """Case record (``Case.to_record``) -> ``image``/``label`` arrays on the image grid, ``geometry``, ``centre``."""
+    """Case record (``Case.to_record``) -> ``image``/``label`` arrays on the image grid, ``geometry``, ``centre``;
+    with ``orientation``, the image first permuted and flipped to it (as the cascade does at inference)."""
 
-    def __init__(self, task_id: str = "whole-heart") -> None:
+    def __init__(self, task_id: str = "whole-heart", orientation: str | None = None) -> None:
         super().__init__(keys=("images",))
         self.task_id = task_id
+        self.orientation = orientation
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         task = get_task(self.task_id)
         case = Case(str(data["id"]), {r: CaseImage(Path(p), c) for r, (p, c) in data["images"].items()})
         image = case.read_inputs()[task.inputs[0].role]
+        if self.orientation:
+            image = sitk.DICOMOrient(image, self.orientation)
         if data.get("label") is None:
             raise ValueError(f"case {data['id']} has no label map; the cascade stages train on labelled cases")
         label = load_label(task, data["label"], image, data.get("convention"))
@@ -156,7 +160,7 @@ def augmentations(aug: AugmentationConfig, rotate_degrees: float = 0.0, scale_ra
     return steps
 
 
-def stage_transforms(sampler: _Sampler, augment: Sequence[Any] = ()) -> Compose:
-    """Loading (cacheable), then the stage's sampler, augmentation, tensors."""
-    return Compose([LoadHeartCased(), sampler, *augment, SelectItemsd(keys=KEEP),
+def stage_transforms(sampler: _Sampler, augment: Sequence[Any] = (), orientation: str | None = None) -> Compose:
+    """Loading (cacheable; images in ``orientation``), then the stage's sampler, augmentation, tensors."""
+    return Compose([LoadHeartCased(orientation=orientation), sampler, *augment, SelectItemsd(keys=KEEP),
                     EnsureTyped(keys=("image", "label"), track_meta=False)])

@@ -25,7 +25,8 @@ Stages (each switchable at inference, :class:`HeartCascadeRunner` arguments):
    fit). A bundle without a localisation network, ``localize=False``, a heatmap whose peak is below
    :data:`MIN_HEATMAP_PEAK` (the target peak is 1) or a centre outside the image all give the fallback centre (the
    last two with a warning).
-2. ROI: the image resampled on the ROI grid around the centre (anti-aliased, the image's orientation).
+2. ROI: the image resampled on the ROI grid around the centre (anti-aliased, in the image's orientation after it
+   is permuted and flipped to the bundle's ``preprocessing.orientation``, as training does).
 3. MAUNet, modality-conditioned when the bundle says so (``conditional_modality``); then the SCN refinement on its
    softmax (``refine``; a bundle without an SCN has none).
 4. The last stage's softmax is interpolated linearly onto the full input grid (zero outside the ROI, so
@@ -58,6 +59,7 @@ class PredictorView(Protocol):
 
     bundle: Any
     task: Any
+    orientation: str | None
     meta: dict[str, Any]
     model: Any
     device: Any
@@ -168,6 +170,8 @@ class HeartCascadeRunner:
         """Segment the (C=1, Z, Y, X) reference-grid image; indices come back on ``reference``'s grid."""
         task, predictor = self.predictor.task, self.predictor
         image = io.copy_geometry(raw[0], reference)
+        if predictor.orientation:  # as in training: the grids below take the image's direction
+            image = sitk.DICOMOrient(image, predictor.orientation)
         roi_spec = self._grid(self.roi_grids, modality, "ROI")
         if modality is not None and modality.lower() not in self.modalities:
             stages.emit({"event": "warning", "message": f"model {predictor.bundle.id} was trained on "

@@ -16,7 +16,7 @@ import torch
 
 from multimodalseg import catalog, io
 from multimodalseg import preprocessing as prep
-from multimodalseg.bundles import Bundle, load_bundle
+from multimodalseg.bundles import Bundle, check_label_names, check_roles, load_bundle
 from multimodalseg.errors import UserError
 from multimodalseg.inference import extras, postprocess, quality, spine_extras
 from multimodalseg.inference.devices import choose_precision, precision_name, resolve_device
@@ -31,9 +31,9 @@ from multimodalseg.inference.engine import (
     run_with_fallback,
 )
 from multimodalseg.inference.onednn import route_convolutions
+from multimodalseg.orientation import check_code, reorient_grid
 from multimodalseg.progress import ProgressCallback, Stages
 from multimodalseg.tasks import get_task
-from multimodalseg.tasks.spec import TaskSpec
 
 InputValue = str | os.PathLike | sitk.Image
 
@@ -138,6 +138,7 @@ class Predictor:
     Bundle metadata used (``bundles.py`` lists the keys): ``preprocessing.patch_size`` (window, ITK order; default
     the task's), ``preprocessing.spacing`` (network spacing; null: the reference's own; absent: the task's),
     ``preprocessing.normalization`` (role -> scheme, default the task's), ``preprocessing.roles`` (channel order),
+    ``preprocessing.orientation`` (the window runs on the arrays permuted and flipped to it, as in training),
     ``network.config.spatial_dims`` (2: slice-wise along ``inference.plane`` or ``slice_axis``), ``preprocessing.input``
     (``fused``: the task's extra makes the 1-channel input, spine), ``conditional_modality``, ``bf16_validated``,
     ``channels_last``, ``inference.members`` (an ensemble: names of the members whose logits the network returns
@@ -165,13 +166,17 @@ class Predictor:
             raise UserError("bundle inference.members must name 2 or more members of a softmax (labels) network",
                             bundle.path)
         pre = self.meta.get("preprocessing", {}) or {}
-        self.roles = _check_roles(self.task, pre.get("roles"), bundle.path)
+        self.roles = check_roles(self.task, pre.get("roles"), bundle.path)
         # "channels": the roles as channels; otherwise the task's extra makes the input (spine: "fused", 1 channel)
         self.input_kind = str(pre.get("input") or "channels")
-        _check_labels(self.task, self.meta.get("labels", []), bundle.path)
+        check_label_names(self.task, self.meta.get("labels", []), bundle.path)
         self.spacing = tuple(pre["spacing"]) if pre.get("spacing") is not None else (
             None if "spacing" in pre else self.task.spacing)
         self.schemes = dict(pre.get("normalization") or {})
+        try:  # the arrays' orientation in training (absent: as given); the sliding window runs in it
+            self.orientation = check_code(pre["orientation"]) if pre.get("orientation") else None
+        except ValueError as error:
+            raise UserError(f"bundle preprocessing.{error}", bundle.path) from None
         config = self.meta["network"].get("config", {})
         window = self.meta.get("inference", {}) or {}
         if overlap is None:
@@ -395,7 +400,9 @@ class Predictor:
             normalized = normalized[[task.roles.index(r) for r in self.roles]]
         array, grid = prep.to_spacing(normalized, sub, self.spacing)
         del raw, normalized
-        axis = spine_extras.slice_axis(self.meta, grid) if self.two_d else 0
+        net_grid, turn = reorient_grid(grid, self.orientation)  # lossless; undone on the probabilities
+        array = np.ascontiguousarray(turn.apply(array))
+        axis = spine_extras.slice_axis(self.meta, net_grid) if self.two_d else 0
         if axis:  # the 2D engine slices along z: move the bundle's plane there, and back after
             array = np.ascontiguousarray(np.moveaxis(array, 1 + axis, 1))
 
@@ -413,7 +420,7 @@ class Predictor:
                            max(1, len(self.members)))
 
         members = max(1, len(self.members))
-        mirror = mirror_swap(task, grid.GetDirection(), task.num_classes * members, members)  # TTA flips: L <-> R
+        mirror = mirror_swap(task, net_grid.GetDirection(), task.num_classes * members, members)  # TTA flips: L <-> R
         # Labels only: the engine reduces plane by plane and never holds the whole probability volume (issue 18).
         reduce = self._reduce if task.output_kind == "labels" and not self.keep_probabilities else None
 
@@ -429,6 +436,7 @@ class Predictor:
         probs, used = run_with_fallback(run, self.device, warn)
         if axis:
             probs = probs.movedim(1, 1 + axis)
+        probs = probs if turn.identity else turn.undo(probs).contiguous()
 
         stages.start("postprocess")
         member_labels = None
@@ -476,24 +484,3 @@ def _describe(image: sitk.Image, path: str | None) -> dict[str, Any]:
 def default_tta(task_id: str, device: torch.device) -> bool:
     """Flip TTA when none is asked for: on for ``TTA_ON_GPU`` tasks on CUDA (the tumour paper tests with it)."""
     return device.type == "cuda" and task_id in TTA_ON_GPU
-
-
-def _check_roles(task: TaskSpec, roles: Any, path: Path) -> tuple[str, ...]:
-    if not roles:
-        return task.roles
-    if sorted(roles) != sorted(task.roles):
-        raise UserError(f"bundle inputs {', '.join(roles)} do not match task {task.id} inputs "
-                        f"{', '.join(task.roles)}", path)
-    return tuple(roles)
-
-
-def _check_labels(task: TaskSpec, labels: Any, path: Path) -> None:
-    """The bundle's label table must name the task's labels with the task's training indices."""
-    for lab in labels or []:
-        try:
-            spec = task.label(str(lab.get("name")))
-        except KeyError:
-            raise UserError(f"bundle label '{lab.get('name')}' is not a {task.id} label", path) from None
-        if int(lab.get("index", spec.index)) != spec.index:
-            raise UserError(f"bundle label '{spec.name}' has index {lab['index']}, task {task.id} uses {spec.index}",
-                            path)

@@ -192,6 +192,9 @@ class TaskSpec:
     regions: tuple[RegionSpec, ...] = ()
     spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
     patch_size: tuple[int, int, int] = (128, 128, 128)
+    # The array orientation training brings every case to (``multimodalseg.orientation``): LPS, ITK's identity
+    # direction, the grid ``multimodalseg.synthesis`` generates on whatever the anatomy map's own orientation.
+    orientation: str | None = "LPS"
     network: str | None = None
     network_config: Mapping[str, Any] = field(default_factory=dict)
     # Values some datasets use for a label, read as the label's own value (MM-WHS 421 -> 420).
@@ -216,6 +219,10 @@ class TaskSpec:
             raise ValueError(f"task {self.id}: label indices must be 1..{len(self.labels)}")
         if len({lab.value for lab in self.labels}) != len(self.labels):
             raise ValueError(f"task {self.id}: label values must be unique")
+        if self.orientation is not None:
+            from multimodalseg.orientation import check_code
+
+            check_code(self.orientation)
 
     @property
     def reference_role(self) -> str:
