@@ -54,6 +54,15 @@ class Reorientation:
     def identity(self) -> bool:
         return self.axes == (0, 1, 2) and not self.flips
 
+    def source_values(self, values: Sequence[float] | None) -> tuple[float, ...] | None:
+        """Per-axis values given in the target's ITK (x, y, z) order (a network spacing) in the source's order."""
+        if values is None or self.identity:
+            return None if values is None else tuple(values)
+        out = [0.0] * 3
+        for t, value in enumerate(values):
+            out[2 - self.axes[2 - t]] = value
+        return tuple(out)
+
     def apply(self, array: Any) -> Any:
         """``array`` (``(..., Z, Y, X)``) in the target orientation (a view for numpy, a copy for torch)."""
         if self.identity:

@@ -39,7 +39,7 @@ import SimpleITK as sitk
 
 from multimodalseg import io
 from multimodalseg.errors import UserError
-from multimodalseg.orientation import reorient_grid
+from multimodalseg.orientation import Reorientation, reorient_grid, reorientation
 from multimodalseg.tasks.spec import TaskSpec
 
 PathLike = str | os.PathLike
@@ -464,7 +464,8 @@ def prepare_case(
     """Everything above in one call: load, reference grid, optional foreground crop, normalise, spacing.
 
     Args:
-        spacing: network spacing (ITK order, mm); None keeps the reference's.
+        spacing: network spacing (ITK order of the network arrays, after ``orientation``; mm); None keeps the
+            reference's.
         label: a label map to prepare alongside (nearest neighbour throughout).
         crop_margin: crop to the foreground bounding box grown by this many voxels (reference grid); None: no crop.
         transforms: role -> transform applied while resampling that input (see :func:`to_reference_grid`).
@@ -482,10 +483,11 @@ def prepare_case(
     if box is not None:
         raw, sub = raw[(slice(None), *box)], crop_image(reference, box)
         lab = lab[box] if lab is not None else None
-    array, grid = to_spacing(normalize_channels(task, raw, schemes), sub, spacing)
+    turn = reorientation(sub.GetDirection(), orientation) if orientation else Reorientation()
+    array, grid = to_spacing(normalize_channels(task, raw, schemes), sub, turn.source_values(spacing))
     if lab is not None:
         lab = labels_to_grid(lab, sub, grid)
-    grid, turn = reorient_grid(grid, orientation)
+    grid, _ = reorient_grid(grid, orientation)
     array = np.ascontiguousarray(turn.apply(array))
     lab = np.ascontiguousarray(turn.apply(lab)) if lab is not None else None
     return PreparedCase(array, grid, reference, box, lab)

@@ -94,6 +94,11 @@ def test_prepare_case_brings_image_label_and_grid_to_the_orientation(volume_file
     np.testing.assert_array_equal(turned.label, plain.label)
     assert io.same_geometry(turned.grid, plain.grid)
     assert orientation_code(turned.reference.GetDirection()) == "LIA"  # the output's geometry stays the input's
+    # A network spacing is in the network arrays' axes (LPS x, y, z here), whatever the input's axis order.
+    coarse = prep.prepare_case(task, {"t1": lia["t1"], "pet": lia["pet"]}, spacing=(2.0, 1.0, 3.0), orientation="LPS")
+    assert coarse.grid.GetSpacing() == pytest.approx((2.0, 1.0, 3.0))
+    assert orientation_code(coarse.grid.GetDirection()) == "LPS"
+    assert reorientation(kept.grid.GetDirection(), "LPS").source_values((2.0, 1.0, 3.0)) == (2.0, 3.0, 1.0)
 
 
 def _dice(a: np.ndarray, b: np.ndarray) -> float:

@@ -31,7 +31,7 @@ from multimodalseg.inference.engine import (
     run_with_fallback,
 )
 from multimodalseg.inference.onednn import route_convolutions
-from multimodalseg.orientation import check_code, reorient_grid
+from multimodalseg.orientation import Reorientation, check_code, reorient_grid, reorientation
 from multimodalseg.progress import ProgressCallback, Stages
 from multimodalseg.tasks import get_task
 
@@ -398,9 +398,10 @@ class Predictor:
         else:
             normalized = prep.normalize_channels(task, raw, self.schemes)
             normalized = normalized[[task.roles.index(r) for r in self.roles]]
-        array, grid = prep.to_spacing(normalized, sub, self.spacing)
+        turn = reorientation(sub.GetDirection(), self.orientation) if self.orientation else Reorientation()
+        array, grid = prep.to_spacing(normalized, sub, turn.source_values(self.spacing))  # spacing: network axes
         del raw, normalized
-        net_grid, turn = reorient_grid(grid, self.orientation)  # lossless; undone on the probabilities
+        net_grid, _ = reorient_grid(grid, self.orientation)  # lossless; undone on the probabilities
         array = np.ascontiguousarray(turn.apply(array))
         axis = spine_extras.slice_axis(self.meta, net_grid) if self.two_d else 0
         if axis:  # the 2D engine slices along z: move the bundle's plane there, and back after
