@@ -124,8 +124,11 @@ def test_shipped_model_gives_the_same_labels_whatever_the_input_orientation():
 
     def run(p: Predictor, code: str) -> np.ndarray:
         images = {r: sitk.DICOMOrient(im, code) for r, im in case.images.items()}
-        labels = p.predict(images).labels
+        result = p.predict(images)
+        labels = result.labels
         assert io.same_geometry(labels, images["t1"])  # exactly the input grid
+        assert result.report["inputs"]["t1"]["orientation"] == code
+        assert result.report["settings"]["orientation"] == p.orientation
         return sitk.GetArrayFromImage(sitk.DICOMOrient(labels, "LPS"))  # back onto the LPS voxels to compare
 
     def score(labels: np.ndarray) -> float:

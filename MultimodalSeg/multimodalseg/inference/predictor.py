@@ -31,7 +31,7 @@ from multimodalseg.inference.engine import (
     run_with_fallback,
 )
 from multimodalseg.inference.onednn import route_convolutions
-from multimodalseg.orientation import Reorientation, check_code, reorient_grid, reorientation
+from multimodalseg.orientation import Reorientation, check_code, orientation_code, reorient_grid, reorientation
 from multimodalseg.progress import ProgressCallback, Stages
 from multimodalseg.tasks import get_task
 
@@ -343,7 +343,7 @@ class Predictor:
             "precision": precision_name(self.autocast if net.device.type == self.device.type else None),
             "settings": {"tta": self.settings.tta, "overlap": self.settings.overlap,
                          "sw_batch_size": self.settings.sw_batch_size, **net.settings,
-                         "modality": mod_name, "convention": self.convention},
+                         "modality": mod_name, "convention": self.convention, "orientation": self.orientation},
             "timings": timings,
             "volumes_ml": label_ml,
             "regions_ml": region_ml,
@@ -479,7 +479,8 @@ class Predictor:
 
 
 def _describe(image: sitk.Image, path: str | None) -> dict[str, Any]:
-    return {"path": path, "size": list(image.GetSize()), "spacing": [round(s, 6) for s in image.GetSpacing()]}
+    return {"path": path, "size": list(image.GetSize()), "spacing": [round(s, 6) for s in image.GetSpacing()],
+            "orientation": orientation_code(image.GetDirection())}
 
 
 def default_tta(task_id: str, device: torch.device) -> bool:
