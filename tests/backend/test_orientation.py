@@ -129,6 +129,7 @@ def test_shipped_model_gives_the_same_labels_whatever_the_input_orientation():
         assert io.same_geometry(labels, images["t1"])  # exactly the input grid
         assert result.report["inputs"]["t1"]["orientation"] == code
         assert result.report["settings"]["orientation"] == p.orientation
+        assert result.report["settings"]["tta_passes"] == 2  # by default, its one left-right mirror
         return sitk.GetArrayFromImage(sitk.DICOMOrient(labels, "LPS"))  # back onto the LPS voxels to compare
 
     def score(labels: np.ndarray) -> float:

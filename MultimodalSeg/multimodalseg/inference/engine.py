@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
@@ -68,6 +68,18 @@ def mirror_swap(task: TaskSpec, direction: Sequence[float], channels: int, membe
     return MirrorSwap(lateral_axis(direction), tuple(pairs.permutation(channels, members)))
 
 
+def tta_mirror_axes(meta: Mapping[str, Any], direction: Sequence[float]) -> tuple[int, ...] | None:
+    """The array axes a bundle's TTA may flip on a grid with ITK ``direction``: only the left-right axis when its
+    training mirrored left-right only (``augmentation.flip_axes: lateral``: an upside-down brain is an input it never
+    saw), else every axis (None)."""
+    return (lateral_axis(direction),) if training_flip_axes(meta) == "lateral" else None
+
+
+def training_flip_axes(meta: Mapping[str, Any]) -> str:
+    """The bundle's ``training.augmentation.flip_axes`` (``all`` when it does not say)."""
+    return str(((meta.get("training") or {}).get("augmentation") or {}).get("flip_axes") or "all")
+
+
 @dataclass
 class WindowSettings:
     """Sliding-window settings.
@@ -77,18 +89,21 @@ class WindowSettings:
         overlap: fraction of a window shared with its neighbour (0.25: PERFORMANCE.md's CPU choice).
         sw_batch_size: windows per forward call (helps on GPU only).
         tta: average over all flips of the spatial axes whose window is longer than 1 voxel (8 in 3D).
+        mirror_axes: the array axes (0-2 of ``Z, Y, X``) TTA may flip: those training mirrored
+            (:func:`tta_mirror_axes`; nnU-Net's mirror axes); None: every axis.
     """
 
     roi: tuple[int, int, int]
     overlap: float = 0.25
     sw_batch_size: int = 1
     tta: bool = False
+    mirror_axes: tuple[int, ...] | None = None
 
     def flips(self) -> list[tuple[int, ...]]:
         """Axes (of a ``(B, C, Z, Y, X)`` tensor) to flip per TTA pass; ``()`` is the plain pass."""
         if not self.tta:
             return [()]
-        axes = [2 + a for a, r in enumerate(self.roi) if r > 1]
+        axes = [2 + a for a, r in enumerate(self.roi) if r > 1 and (self.mirror_axes is None or a in self.mirror_axes)]
         return [combo for n in range(len(axes) + 1) for combo in itertools.combinations(axes, n)]
 
 
