@@ -11,6 +11,7 @@ import SimpleITK as sitk
 from multimodalseg.cli import main
 from multimodalseg.synthesis import generate, load_anatomy, make_synth_case
 from multimodalseg.synthesis import labels as lt
+from multimodalseg.synthesis import priors
 from multimodalseg.synthesis.anatomy import PACKAGED
 from multimodalseg.synthesis.spatial import SpatialRanges
 from multimodalseg.synthesis.tumour import ED, ET, NCR
@@ -272,6 +273,21 @@ def test_whole_heart_ct_has_thorax_tissues_in_hounsfield_units():
     hu = {name: float(np.median(img[lab == v])) for name, v in lt.THORAX.items() if (lab == v).sum() > 20}
     assert hu["lung"] < -600 and hu["fat"] < -50 and hu["bone"] > 250
     assert float(np.median(img[lab == 500])) > 150  # contrast-filled LV
+
+
+def test_whole_heart_ct_comes_in_every_contrast_phase():
+    drawn = [priors.ct_phase(np.random.default_rng(seed)) for seed in range(400)]
+    for phase, p in priors.CT_PHASES.items():
+        assert abs(drawn.count(phase) / len(drawn) - p) < 0.08, phase
+    anatomy = load_anatomy("whole-heart")[0]
+    samples = (generate("whole-heart", anatomy, np.random.default_rng(seed), spacing=4.0, modality="ct")
+               for seed in range(20))
+    sample = next(s for s in samples if s.info["image"]["contrast"] == "non-contrast")
+    img, lab = sample.images["image"], sample.role_labels["image"]
+    blood, myo = float(np.median(img[lab == 500])), float(np.median(img[lab == 205]))
+    assert 25 < blood < 60 and abs(myo - blood) < 20  # plain CT: blood and myocardium alike
+    with pytest.raises(ValueError, match="unknown CT phase"):
+        priors.heart_ct(np.random.default_rng(0), "portal")
 
 
 def test_synth_command_writes_the_public_layout(tmp_path, capsys):

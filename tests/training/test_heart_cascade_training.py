@@ -204,3 +204,36 @@ def test_heart_cases_load_in_the_training_orientation(tmp_path):
     lv = get_task("whole-heart").label("LV").index
     np.testing.assert_array_equal(turned["label"] == lv, label == 500)
     np.testing.assert_allclose(turned["centre"], kept["centre"], atol=1e-6)
+
+
+@pytest.mark.slow
+def test_fine_tuning_starts_every_stage_from_the_cascade_bundle(heart_root, tmp_path, capsys):
+    first = tmp_path / "first"
+    assert fit("--data", str(heart_root), "--out", str(first), *sets()) == 0
+    bundle = first / json.loads((first / "summary.json").read_text())["bundle"]
+    # lr 0 in every stage: the fine-tuned bundle holds exactly the first one's weights, although seed 7 would
+    # initialise others (the attention gates' BatchNorm statistics still move: they are not learnt).
+    zero = ["seed=7", "optimizer.lr=0.0", "recipe.config.localization.lr=0.0", "recipe.config.refinement.lr=0.0",
+            "recipe.config.localization.epochs=1"]
+    tuned = tmp_path / "tuned"
+    assert fit("--data", str(heart_root), "--out", str(tuned), "--init-from", str(bundle), *sets(*zero)) == 0
+    after = load_bundle(tuned / json.loads((tuned / "summary.json").read_text())["bundle"], task=TASK.id)
+    before = load_bundle(bundle, task=TASK.id).state_dict
+    assert after.state_dict.keys() == before.keys()
+    stats = ("running_mean", "running_var", "num_batches_tracked")
+    assert [k for k, v in before.items() if not k.endswith(stats) and not torch.equal(after.state_dict[k], v)] == []
+    assert "segmentation (MAUNet): starting from" in capsys.readouterr().err
+    # A config that builds another MAUNet is refused in one line, before any stage writes its folder.
+    wider = tmp_path / "wider"
+    assert fit("--data", str(heart_root), "--out", str(wider), "--init-from", str(bundle),
+               *sets("model.config.channels=[8,16,32,64]")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "are not the ones the config builds" in err[0] and "size mismatch" in err[0]
+    assert not (wider / "localization").exists()
+
+
+def test_recipes_that_train_from_scratch_refuse_init_from(tmp_path):
+    config = load_config("training/configs/spine-mcf.yaml", [])
+    config.init_from = str(tmp_path / "any.pt")
+    with pytest.raises(Exception, match="recipe mcf cannot start from a bundle"):
+        resolve(config)

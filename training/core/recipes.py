@@ -142,6 +142,7 @@ class Recipe:
     name: str = ""
     settings_cls: type | None = None  # dataclass of ``recipe.config``; None: the recipe takes no settings
     bundle: bool = False  # the recipe writes RUN/<name>-<version>.pt itself (else ``export`` makes it)
+    fine_tunes: bool = False  # the recipe starts from ``--init-from``'s weights (else it refuses the option)
 
     def settings(self, config: TrainingConfig) -> Any:
         """``recipe.config`` as the recipe's dataclass (unknown keys and bad types name ``recipe.config.KEY``)."""
@@ -172,6 +173,8 @@ def resolve(config: TrainingConfig) -> tuple[Recipe, Any]:
     settings = recipe.settings(config)
     if settings is not None:
         config.recipe.config = plain(settings)
+    if config.init_from and not recipe.fine_tunes:
+        raise UserError(f"recipe {recipe.name} cannot start from a bundle (--init-from); it trains from scratch")
     recipe.check(config, settings)
     return recipe, settings
 

@@ -245,6 +245,7 @@ class SupervisedRecipe(Recipe):
 
     name = "supervised"
     settings_cls = SupervisedSettings
+    fine_tunes = True
     bundle = False
 
     def check(self, config: TrainingConfig, settings: SupervisedSettings) -> None:

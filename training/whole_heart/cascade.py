@@ -17,7 +17,9 @@ Stages 2-4 train and validate on the real cases of ``train_modalities`` only; ``
 replaces a stage's epochs when set (:func:`epochs_for`).
 
 Each supervised-loop stage trains in ``RUN/<stage>`` with :class:`~training.core.trainer.SupervisedTrainer`; a
-stage a resumed run had finished only reloads its best weights.
+stage a resumed run had finished only reloads its best weights. With ``--init-from`` (a ``heart_cascade`` bundle)
+each stage starts from that bundle's network for it (localiser, MAUNet, SCN): fine-tuning, as for the other
+recipes; a network the config builds differently is refused.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import numpy as np
 import torch
 from monai.data import DataLoader
 from multimodalseg import io
-from multimodalseg.bundles import Bundle
+from multimodalseg.bundles import Bundle, load_bundle
 from multimodalseg.errors import UserError
 from multimodalseg.inference.heart_cascade import cascade_grids
 from multimodalseg.postprocessing import heart as geometry
@@ -215,6 +217,7 @@ class Setup:
     scheme: str
     dims: dict[str, int]
     orientation: str | None = None  # of the loaded images (training.core.transforms.network_orientation)
+    init: Bundle | None = None  # --init-from: the cascade bundle each stage starts from
 
     @property
     def roi_size(self) -> int:
@@ -270,8 +273,45 @@ def setup(run: RunState) -> Setup:
             raise UserError(f"config recipe.config.synthetic: {exc}") from None
     dims = {"spatial_dims": 3, "in_channels": 1, "out_channels": out_channels(task)}
     run.shared["setup"] = Setup(task, split, roi_train, roi_grids, loc_grids, image_scheme(config, task), dims,
-                                network_orientation(config, task))
+                                network_orientation(config, task), init_bundle(config, settings, dims))
     return run.shared["setup"]
+
+
+def init_bundle(config: TrainingConfig, settings: CascadeConfig, dims: dict[str, int]) -> Bundle | None:
+    """The ``--init-from`` bundle, checked before any stage runs: a ``heart_cascade`` holding every network the
+    config trains, each built as the config builds it."""
+    if not config.init_from:
+        return None
+    bundle = load_bundle(config.init_from, task=config.task)
+    if bundle.meta["network"]["name"] != "heart_cascade":
+        raise UserError(f"--init-from bundle holds a {bundle.meta['network']['name']} network; the cascade recipe "
+                        "starts from a heart_cascade bundle", bundle.path)
+    loc = dict(settings.localization.network) if settings.localization.enabled else None
+    wanted = build_net("heart_cascade", {**dims, "localization": loc, "roi": roi_config(config, settings)})
+    try:  # not strict: a stage the config turns off may leave the bundle's network unused
+        missing = wanted.load_state_dict(bundle.state_dict, strict=False).missing_keys
+    except RuntimeError as exc:
+        raise UserError(f"--init-from bundle's networks are not the ones the config builds "
+                        f"({_first_mismatch(exc)})", bundle.path) from None
+    if missing:
+        raise UserError(f"--init-from bundle has no weights for {missing[0].split('.')[0]}.{missing[0].split('.')[1]} "
+                        f"(the config trains it)", bundle.path)
+    return bundle
+
+
+def _first_mismatch(exc: RuntimeError) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if "size mismatch" in line or "Missing" in line]
+    return (lines or [str(exc).strip().splitlines()[0]])[0].rstrip(".")
+
+
+def load_init(run: RunState, module: nn.Module, prefix: str, what: str) -> None:
+    """Start ``module`` from the ``--init-from`` bundle's weights under ``prefix`` (nothing without --init-from)."""
+    bundle = setup(run).init
+    if bundle is None:
+        return
+    state = {k[len(prefix):]: v for k, v in bundle.state_dict.items() if k.startswith(prefix)}
+    module.load_state_dict(state, strict=True)  # init_bundle checked it
+    print(f"{what}: starting from {bundle.path.name}", file=sys.stderr)
 
 
 def synthetic_stage(run: RunState) -> dict[str, Any]:
@@ -303,6 +343,7 @@ def localization_stage(run: RunState) -> dict[str, Any]:
     if done is not None:
         restore(run.folder("localization"), localizer)
     else:
+        load_init(run, localizer, "localizer.", "localization")
         config = stage_config(run.config, stage)
         sampler = data.HeartLocalizationSamplesd(s.loc_grids, s.scheme, stage.samples_per_case, stage.shift_mm)
         augment = data.augmentations(aug)  # intensity steps only: the grid's shift is its spatial augmentation
@@ -357,6 +398,7 @@ def segmentation_stage(run: RunState) -> dict[str, Any]:
     if done is not None:
         restore(run.folder("segmentation"), maunet)
         return done
+    load_init(run, maunet, "roi.maunet.", "segmentation (MAUNet)")
     loss = build_loss(config.loss.name, s.task.output_kind, **config.loss.config)
     train_dl = roi_loader(run, config, config.augmentation.samples_per_case, config.train.batch_size)
     set_iterations(config, run.settings.iterations, train_dl, "segmentation")
@@ -388,6 +430,7 @@ def refinement_stage(run: RunState) -> dict[str, Any]:
     if done is not None:
         restore(run.folder("refinement"), roi_net)
         return done
+    load_init(run, roi_net.scn, "roi.scn.", "refinement (SCN)")
     for p in roi_net.maunet.parameters():
         p.requires_grad_(False)
     config = stage_config(segmentation_config(run), refine)

@@ -35,6 +35,7 @@ class CascadeRecipe(Recipe):
     name = "cascade"
     settings_cls = CascadeConfig
     bundle = True
+    fine_tunes = True
 
     def check(self, config: TrainingConfig, settings: CascadeConfig) -> None:
         if config.task != "whole-heart":

@@ -228,8 +228,10 @@ def _paint(task_id, modality, sampled, grids, rng, render) -> tuple[dict[str, np
     elif task_id == "whole-heart":
         r = streams["image"]
         if modality == "ct":
-            img = render("image", priors.heart_ct(r), r, default=(-1000.0, 5.0))
-            images["image"], facts["image"] = ix.ct_chain(img, grids["image"].spacing, r)
+            phase = priors.ct_phase(r.spawn(1)[0])  # its own stream: an arterial case draws as before
+            img = render("image", priors.heart_ct(r, phase), r, default=(-1000.0, 5.0))
+            images["image"], f = ix.ct_chain(img, grids["image"].spacing, r)
+            facts["image"] = {**f, "contrast": phase}
         else:
             use_random = bool(r.random() < 0.5)
             groups = {v: v for v in (0, *lt.HEART_VALUES, *lt.THORAX.values())}

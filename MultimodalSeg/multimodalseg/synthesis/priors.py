@@ -106,12 +106,33 @@ HEART_LEFT = (420, 500, 820)
 HEART_RIGHT = (550, 600, 850)
 
 
-def heart_ct(rng) -> dict[int, tuple[float, float]]:
-    """Contrast-enhanced cardiac CT (HU), drawn per sample within each tissue's range."""
-    left = float(rng.uniform(250, 500))
-    right = float(rng.uniform(150, 450))
+# Chest CTs come in every contrast phase: users give cardiac CTAs (left heart brightest), venous-phase chest CTs
+# and plain, non-contrast ones, where blood and myocardium are both 35-55 HU and only the shape and the pericardial
+# fat tell the chambers apart (the real chest CTs of the benchmark are such).
+CT_PHASES = {"arterial": 0.5, "venous": 0.2, "non-contrast": 0.3}
+
+
+def ct_phase(rng) -> str:
+    """One contrast phase of :data:`CT_PHASES`, by its probability."""
+    names = list(CT_PHASES)
+    return names[int(rng.choice(len(names), p=list(CT_PHASES.values())))]
+
+
+def heart_ct(rng, phase: str = "arterial") -> dict[int, tuple[float, float]]:
+    """Cardiac or chest CT (HU) in a contrast phase of :data:`CT_PHASES`, drawn per sample within each tissue's
+    range. An arterial case draws exactly what every case drew before the phases existed."""
     u = rng.uniform
-    p = {0: (-1000.0, 5.0), 205: (float(u(80, 150)), 15.0), T["fat"]: (float(u(-120, -80)), 15.0),
+    if phase == "arterial":
+        left, right, myo = float(u(250, 500)), float(u(150, 450)), float(u(80, 150))
+    elif phase == "venous":
+        left = float(u(120, 250))
+        right, myo = left + float(u(-30, 30)), float(u(80, 130))
+    elif phase == "non-contrast":
+        left = float(u(30, 55))
+        right, myo = left + float(u(-5, 5)), left + float(u(-3, 12))
+    else:
+        raise ValueError(f"unknown CT phase {phase!r}; known: {', '.join(CT_PHASES)}")
+    p = {0: (-1000.0, 5.0), 205: (myo, 15.0), T["fat"]: (float(u(-120, -80)), 15.0),
          T["lung"]: (float(u(-880, -750)), 40.0), T["bone"]: (float(u(400, 900)), 80.0),
          T["marrow"]: (float(u(150, 300)), 40.0), T["muscle"]: (float(u(35, 65)), 12.0),
          T["liver"]: (float(u(50, 110)), 12.0), T["soft"]: (float(u(20, 60)), 12.0), T["blood"]: (left, 20.0),
