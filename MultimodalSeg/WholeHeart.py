@@ -47,5 +47,6 @@ class WholeHeartLogic(TaskLogicMixin, ScriptedLoadableModuleLogic):
 
 class WholeHeartTest(TaskTestMixin, ScriptedLoadableModuleTest):
     def test_phantom_segmentation(self):
-        # whole-heart-demo 0.3.1 on the sample CT: mean over 7 labels 0.715; measured minus 0.05
-        self.runPhantomSelfTest(WholeHeartLogic(), minimumDice=0.66, metric="mean")
+        # whole-heart-demo 0.4.0 on the sample CT (the current generator's): mean over 7 labels 0.508; measured minus
+        # 0.05 (0.3.1 scores 0.544 on this one case, 0.4.0 higher on 34 held-out cases: README)
+        self.runPhantomSelfTest(WholeHeartLogic(), minimumDice=0.45, metric="mean")

@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 from multimodalseg.cli import main
-from multimodalseg.synthesis import generate, load_anatomy, make_synth_case
+from multimodalseg.synthesis import generate, load_anatomy, make_synth_case, priors
 from multimodalseg.synthesis import labels as lt
-from multimodalseg.synthesis import priors
 from multimodalseg.synthesis.anatomy import PACKAGED
 from multimodalseg.synthesis.spatial import SpatialRanges
 from multimodalseg.synthesis.tumour import ED, ET, NCR
@@ -273,6 +272,24 @@ def test_whole_heart_ct_has_thorax_tissues_in_hounsfield_units():
     hu = {name: float(np.median(img[lab == v])) for name, v in lt.THORAX.items() if (lab == v).sum() > 20}
     assert hu["lung"] < -600 and hu["fat"] < -50 and hu["bone"] > 250
     assert float(np.median(img[lab == 500])) > 150  # contrast-filled LV
+
+
+def test_whole_heart_cases_are_framed_as_chest_scans_or_around_the_heart():
+    anatomy = load_anatomy("whole-heart")[1]
+    samples = [generate("whole-heart", anatomy, np.random.default_rng(seed), spacing=4.0, modality="ct")
+               for seed in range(8)]
+    framed = [s.info["field_of_view"] for s in samples]
+    assert set(framed) == {"chest", "heart"}
+    for s in samples:
+        img, grid = s.images["image"], s.grids["image"]
+        fov = np.asarray(img.shape[::-1]) * np.asarray(grid.spacing)
+        body = np.argwhere(img > -500)[:, 1:].mean(0)  # (y, x) of the body, voxels
+        off_mm = np.abs(body - (np.asarray(img.shape[1:]) - 1) / 2) * 4.0
+        if s.info["field_of_view"] == "chest":  # the whole body width in view, the body centred
+            assert fov[0] >= 270 and fov[1] >= 270 and off_mm.max() < 40, (fov, off_mm)
+        else:  # a heart-centred box
+            heart = np.argwhere(s.label > 0).mean(0)
+            assert np.abs(heart - (np.asarray(img.shape) - 1) / 2).max() * 4.0 < 12
 
 
 def test_whole_heart_ct_comes_in_every_contrast_phase():

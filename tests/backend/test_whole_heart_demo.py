@@ -21,8 +21,9 @@ from multimodalseg.tasks import get_task
 
 TASK = get_task("whole-heart")
 MODEL_ID = "whole-heart-demo"
-# The bundle (0.3.0) was trained on `synth` cases of the two HeartDeformNets maps; these cases come from the
-# linflonet mesh anatomy, held out of its training (HELD_OUT["heart"]), with seeds it never saw.
+# The bundle (0.4.0) was trained on `synth` cases of the two HeartDeformNets maps; these cases come from the
+# linflonet mesh anatomy, held out of its training (HELD_OUT["heart"]), with seeds it never saw, drawn by the current
+# generator (CT in three contrast phases, 60 % framed as chest scans).
 FRESH_SEEDS = (9100, 9101, 9102)
 HELD_OUT_ANATOMY = tuple(m for m in load_anatomy("whole-heart") if m.name in HELD_OUT["heart"])
 
@@ -86,15 +87,19 @@ def test_one_model_segments_ct_and_mr_of_a_held_out_anatomy(predictor, tmp_path)
     by_structure = {m: {k: round(float(np.mean([p[k] for p in r])), 4) for k in WHS_STRUCTURES}
                     for m, r in rows.items()}
     print(f"held-out anatomy Dice CT {np.mean(means['ct']):.4f} MR {np.mean(means['mr']):.4f} ({by_structure})")
-    # measured 0.600 (CT 0.668, MR 0.532); the phantom-trained 0.2.0 scored 0.227 here
-    assert overall >= 0.55, f"mean Dice over the 7 structures {overall:.3f} < 0.55 ({by_structure})"
+    # measured 0.508 (CT 0.603, MR 0.413); 0.3.1, trained before the contrast phases and chest framing, 0.360 (CT
+    # 0.317, MR 0.403) on these cases (it scored 0.600 on the heart-framed arterial cases of the earlier generator)
+    assert overall >= 0.46, f"mean Dice over the 7 structures {overall:.3f} < 0.46 ({by_structure})"
 
 
-def test_an_mr_case_with_the_ct_flag_scores_worse(predictor, tmp_path):
-    case, path = write_case(FRESH_SEEDS[0], "mr", tmp_path)
-    right, _ = mean_dice(predictor.predict({"image": path}, modality="mr").labels, case)
-    wrong, _ = mean_dice(predictor.predict({"image": path}, modality="ct").labels, case)
-    print(f"MR case: Dice {right:.4f} with the MR flag, {wrong:.4f} with the CT flag")
+def test_mr_cases_with_the_ct_flag_score_worse(predictor, tmp_path):
+    right, wrong = [], []
+    for seed in FRESH_SEEDS:
+        case, path = write_case(seed, "mr", tmp_path)
+        right.append(mean_dice(predictor.predict({"image": path}, modality="mr").labels, case)[0])
+        wrong.append(mean_dice(predictor.predict({"image": path}, modality="ct").labels, case)[0])
+    right, wrong = float(np.mean(right)), float(np.mean(wrong))
+    print(f"MR cases: Dice {right:.4f} with the MR flag, {wrong:.4f} with the CT flag")
     assert wrong < right - 0.05, (wrong, right)  # the same image through the CT norms: the conditioning is real
 
 

@@ -38,8 +38,9 @@ def _coords(grid: Grid) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def thorax(heart: np.ndarray, grid: Grid, rng: np.random.Generator, spacing: float = 2.0,
-           ) -> tuple[np.ndarray, Grid]:
-    """The heart map (task values) inside a painted thorax; returns (uint16 map, its grid)."""
+           ) -> tuple[np.ndarray, Grid, np.ndarray]:
+    """The heart map (task values) inside a painted thorax; returns (uint16 map, its grid, the body's centre: x and
+    y of the body ellipse's centre, z of the heart's, LPS mm)."""
     mask0 = np.isin(heart, lt.HEART_VALUES)
     idx = np.argwhere(mask0)[:, ::-1].astype(float)
     pts = np.asarray(grid.origin) + idx @ grid.matrix.T
@@ -106,7 +107,7 @@ def thorax(heart: np.ndarray, grid: Grid, rng: np.random.Generator, spacing: flo
     epi = ndimage.binary_dilation(heart_mask, iterations=max(1, int(round(rng.uniform(2.0, 6.0) / spacing))))
     out[epi & ~heart_mask & (out != T["lung"])] = T["fat"]
     out[heart_mask] = lab[heart_mask]
-    return out, g
+    return out, g, np.array([x_mid, yc, hc[2]])
 
 
 def lumbar(spine: np.ndarray, grid: Grid, rng: np.random.Generator, spacing: float = 1.5,

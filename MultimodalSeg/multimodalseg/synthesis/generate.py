@@ -43,6 +43,9 @@ _RANGES = {
 }
 SPINE_PAIRS = ((43, 44), (45, 46), (47, 48))
 WHOLE_HEAD_FRACTION = 0.2  # brain-tumor cases that are not skull-stripped
+# Heart cases framed as chest CT/MR are: the body centred in a 280-420 mm field of view, the heart off-centre and
+# anywhere in z, sometimes cut by the field's edge. The rest are framed around the heart, as cardiac scans are.
+CHEST_FIELD_FRACTION = 0.6
 
 
 @dataclass
@@ -96,7 +99,7 @@ def generate(task_id: str, anatomy: Anatomy, rng: np.random.Generator, *, spacin
         modality = modality or "ct"
         if modality not in ("ct", "mr"):
             raise UserError(f"whole-heart modality must be ct or mr, got {modality!r}")
-        labels, grid = thorax(labels, grid, s_extra)
+        labels, grid, body_centre = thorax(labels, grid, s_extra)
     elif task_id == "spine":
         labels, grid, n_added = stack_vertebrae(labels, grid, s_extra)
         labels, grid = lumbar(labels, grid, s_extra)
@@ -114,6 +117,11 @@ def generate(task_id: str, anatomy: Anatomy, rng: np.random.Generator, *, spacin
     if task_id in _FOV:
         fov = np.maximum(fov, _FOV[task_id])
     ref_centre = centre + s_grid.uniform(-4.0, 4.0, 3)
+    if task_id == "whole-heart":
+        chest = _chest_field(s_grid.spawn(1)[0], centre, body_centre, spatial)  # its own stream
+        if chest is not None:
+            ref_centre, fov = chest
+        info["field_of_view"] = "chest" if chest is not None else "heart"
     shape = tuple(int(v) for v in np.maximum(np.round(fov / sp), 8).astype(int)[::-1])
     ref_grid = Grid.centred(ref_centre, shape, (sp, sp, sp))
     roles = _roles(task_id)
@@ -160,6 +168,20 @@ def generate(task_id: str, anatomy: Anatomy, rng: np.random.Generator, *, spacin
         for role in roles[1:]:
             sample.landmarks.setdefault(role, points)
     return sample
+
+
+def _chest_field(rng: np.random.Generator, centre: np.ndarray, body_centre: np.ndarray, spatial: SpatialTransform,
+                 ) -> tuple[np.ndarray, np.ndarray] | None:
+    """(grid centre, field of view) of a chest framing, output mm, for :data:`CHEST_FIELD_FRACTION` of the cases;
+    else None. The heart's centre lands within the middle 80 % of the field's length."""
+    if rng.random() >= CHEST_FIELD_FRACTION:
+        return None
+    side, length = float(rng.uniform(280.0, 420.0)), float(rng.uniform(160.0, 300.0))
+    dz = float(rng.uniform(-0.4, 0.4)) * length
+    # output point p shows source point c + L (p - c - shift): invert it for the body centre at the heart's height
+    grid_centre = centre + spatial.shift + np.linalg.inv(spatial.linear) @ (body_centre - centre)
+    grid_centre[2] += dz
+    return grid_centre, np.array([side, side, length])
 
 
 def _centre(anatomy: Anatomy, values) -> np.ndarray:
