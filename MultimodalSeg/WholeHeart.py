@@ -47,6 +47,6 @@ class WholeHeartLogic(TaskLogicMixin, ScriptedLoadableModuleLogic):
 
 class WholeHeartTest(TaskTestMixin, ScriptedLoadableModuleTest):
     def test_phantom_segmentation(self):
-        # whole-heart-demo 0.4.0 on the sample CT (the current generator's): mean over 7 labels 0.508; measured minus
-        # 0.05 (0.3.1 scores 0.544 on this one case, 0.4.0 higher on 34 held-out cases: README)
-        self.runPhantomSelfTest(WholeHeartLogic(), minimumDice=0.45, metric="mean")
+        # whole-heart-demo 0.4.0 on the sample CT (the current generator's): LV 0.612, measured minus 0.05; the mean
+        # over 7 labels is 0.508 (AA 0.16 on this case; 0.3.1's mean 0.544, 0.4.0 higher on 34 held-out cases: README)
+        self.runPhantomSelfTest(WholeHeartLogic(), minimumDice=0.56, metric="LV")
