@@ -1,6 +1,7 @@
 """Real-image benchmark (issue 15 item 4): every shipped segmentation model on the real images the registries hold.
 
     python benchmarks/real_images.py [--cache DIR] [--cases ID ...] [--no-readme]
+    python benchmarks/real_images.py --bundle whole-heart=cand.pt --out /tmp/cand --images /tmp/cand --no-readme
 
 ``tools/fetch_real_images.py`` fetches and describes the cases (skipped with their reason when offline). Each case
 runs through ``multimodalseg segment`` in a subprocess, with the arguments a user gives (``--task``, ``--model``,
@@ -57,6 +58,25 @@ def segmentation_models(catalog: Path = CATALOG) -> dict[str, list[dict]]:
     for m in json.loads(catalog.read_text())["models"]:
         if m.get("kind", "segmentation") != "fusion":
             out.setdefault(m["task"], []).append(m)
+    return out
+
+
+def with_candidates(models: dict[str, list[dict]], specs: Iterable[str]) -> dict[str, list[dict]]:
+    """``TASK=PATH`` specs: each bundle file replaces the catalog's models of its task (a candidate scored on the
+    same cases before it ships). A bad spec or bundle is a ValueError naming it."""
+    from multimodalseg.bundles import load_bundle
+    from multimodalseg.errors import UserError
+
+    out = dict(models)
+    for spec in specs:
+        task_id, sep, path = spec.partition("=")
+        if not sep or not task_id or not path:
+            raise ValueError(f"--bundle {spec!r}: expected TASK=PATH")
+        try:
+            meta = load_bundle(path, task=task_id).meta
+        except UserError as exc:
+            raise ValueError(f"--bundle {spec!r}: {exc}") from None
+        out[task_id] = [{"id": meta["id"], "version": meta["version"], "path": os.fspath(Path(path).resolve())}]
     return out
 
 
@@ -156,7 +176,8 @@ def run_segment(case: dict, model: dict, work: Path, timeout: float) -> dict[str
     for role in missing:
         inputs[role] = os.fspath(zero_like(grid_from, work / f"zeros_{role}.nii.gz"))
     out, report = work / "labels.nii.gz", work / "report.json"
-    cmd = [sys.executable, "-m", "multimodalseg", "segment", "--task", task.id, "--model", model["id"],
+    cmd = [sys.executable, "-m", "multimodalseg", "segment", "--task", task.id,
+           "--model", model.get("path", model["id"]),
            *[a for r, p in inputs.items() for a in ("-i", f"{r}={p}")], "-o", os.fspath(out),
            "--report", os.fspath(report), "--progress", "json"]
     if task.id in MODALITY:
@@ -374,6 +395,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=1800.0, help="seconds per segment run")
     ap.add_argument("--no-readme", action="store_true", help="do not rewrite the README's Real images block")
     ap.add_argument("--render-only", action="store_true", help="only re-render results.md/README from results.json")
+    ap.add_argument("--bundle", action="append", default=[], metavar="TASK=PATH",
+                    help="score this bundle file instead of the catalog's models of TASK (repeatable; with --out, "
+                         "--images and --no-readme, so the shipped results stay)")
     ap.add_argument("--note", help="a line printed under the table (e.g. an earlier run's numbers), kept in the JSON")
     args = ap.parse_args(argv)
 
@@ -393,7 +417,11 @@ def main(argv: list[str] | None = None) -> int:
     if not runnable:
         print("no real images available (see the reasons above); nothing run")
         return 0
-    models = segmentation_models()
+    try:
+        models = with_candidates(segmentation_models(), args.bundle)
+    except ValueError as exc:
+        print(f"real_images.py: {exc}", file=sys.stderr)
+        return 2
     rows: list[dict] = []
     for case in runnable:
         rows += benchmark_case(case, models.get(case["task"], []), args.cache / "runs", args.images,

@@ -181,3 +181,16 @@ def test_petmr_model_on_real_t1s(case_id):
     print(f"{case_id}: mean Dice {result['dice_mean']} over {result['n_scored']} labels")
     minimum, n_scored = PETMR_REAL_MIN[case_id]
     assert result["n_scored"] >= n_scored and result["dice_mean"] >= minimum
+
+
+def test_a_candidate_bundle_replaces_the_catalogs_models_of_its_task(tmp_path):
+    models = ri.segmentation_models()
+    shipped = next(m for m in models["whole-heart"])
+    path = ROOT / "MultimodalSeg/multimodalseg/models" / shipped["file"]
+    out = ri.with_candidates(models, [f"whole-heart={path}"])
+    assert out["whole-heart"] == [{"id": shipped["id"], "version": shipped["version"], "path": str(path.resolve())}]
+    assert out["brain-tumor"] == models["brain-tumor"] and models["whole-heart"] == [shipped]
+    for spec, message in (("whole-heart", "expected TASK=PATH"), (f"spine={path}", "whole-heart"),
+                          (f"whole-heart={tmp_path / 'none.pt'}", "none.pt")):
+        with pytest.raises(ValueError, match=message):
+            ri.with_candidates(models, [spec])
