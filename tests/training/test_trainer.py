@@ -126,3 +126,20 @@ def test_bf16_autocast_on_cpu_trains(heart_data, tmp_path):
     config = tiny_config("whole-heart", heart_data, train={"epochs": 1, "precision": "bf16"})
     result = fit(config, tmp_path / "run")
     assert result.last_epoch == 1 and all(torch.isfinite(v).all() for v in weights(tmp_path / "run").values())
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_a_step_with_non_finite_gradients_is_skipped_not_applied(heart_data, tmp_path, capsys, precision):
+    config = tiny_config("whole-heart", heart_data, train={"epochs": 1, "precision": precision})
+    model = torch.nn.Conv3d(1, 8, 1)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.1)
+    trainer = SupervisedTrainer(config, get_task("whole-heart"), model, lambda out, _: out.mean() * float("nan"),
+                                optimizer, None, tmp_path)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    batch = {"image": torch.ones(1, 1, 4, 4, 4), "label": torch.zeros(1, 1, 4, 4, 4)}
+    trainer.train_step(batch)
+    assert trainer.skipped_steps == 1 and same_weights(before, model.state_dict())
+    assert "non-finite gradients skipped" in capsys.readouterr().err
+    trainer.loss = lambda out, _: out.mean()  # a finite step is applied
+    trainer.train_step(batch)
+    assert trainer.skipped_steps == 1 and not same_weights(before, model.state_dict())

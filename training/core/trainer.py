@@ -98,6 +98,7 @@ class SupervisedTrainer:
         self.out_dir = Path(out_dir)
         self.amp_dtype = resolve_precision(config.train.precision, self.device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self.skipped_steps = 0  # steps whose gradients were not finite (fp32/bf16: no scaler to skip them)
         self.epoch = 0
         self.best_metric = -math.inf
         self.best_epoch = 0
@@ -133,9 +134,21 @@ class SupervisedTrainer:
         if self.config.train.grad_clip > 0:
             self.scaler.unscale_(self.optimizer)
             nn.utils.clip_grad_norm_(self.model.parameters(), self.config.train.grad_clip)
+        if not self.scaler.is_enabled() and not self.finite_gradients():
+            # fp16's scaler skips such a step itself; in fp32/bf16 one NaN step would poison every weight
+            self.optimizer.zero_grad(set_to_none=True)
+            self.skipped_steps += 1
+            if self.ctx.is_main:
+                print(f"training: step with non-finite gradients skipped (epoch {self.epoch + 1}, "
+                      f"{self.skipped_steps} so far)", file=sys.stderr)
+            return float(loss.detach())
         self.scaler.step(self.optimizer)
         self.scaler.update()
         return float(loss.detach())
+
+    def finite_gradients(self) -> bool:
+        grads = [p.grad.detach().abs().amax() for p in self.model.parameters() if p.grad is not None]
+        return not grads or bool(torch.isfinite(torch.stack(grads)).all())
 
     def infer(self, images: torch.Tensor, batch: Mapping[str, Any]) -> torch.Tensor:
         """Whole-case logits for validation: MONAI sliding window over the unwrapped model."""
