@@ -185,7 +185,7 @@ def test_petmr_model_on_real_t1s(case_id):
 
 def test_a_candidate_bundle_replaces_the_catalogs_models_of_its_task(tmp_path):
     models = ri.segmentation_models()
-    shipped = next(m for m in models["whole-heart"])
+    shipped = models["whole-heart"][0]
     path = ROOT / "MultimodalSeg/multimodalseg/models" / shipped["file"]
     out = ri.with_candidates(models, [f"whole-heart={path}"])
     assert out["whole-heart"] == [{"id": shipped["id"], "version": shipped["version"], "path": str(path.resolve())}]

@@ -294,8 +294,8 @@ def init_bundle(config: TrainingConfig, settings: CascadeConfig, dims: dict[str,
         raise UserError(f"--init-from bundle's networks are not the ones the config builds "
                         f"({_first_mismatch(exc)})", bundle.path) from None
     if missing:
-        raise UserError(f"--init-from bundle has no weights for {missing[0].split('.')[0]}.{missing[0].split('.')[1]} "
-                        f"(the config trains it)", bundle.path)
+        network = ".".join(missing[0].split(".")[:2])  # e.g. roi.scn
+        raise UserError(f"--init-from bundle has no weights for {network} (the config trains it)", bundle.path)
     return bundle
 
 
