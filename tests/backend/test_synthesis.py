@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 from multimodalseg.cli import main
+from multimodalseg.errors import UserError
 from multimodalseg.synthesis import generate, load_anatomy, make_synth_case, priors
 from multimodalseg.synthesis import labels as lt
 from multimodalseg.synthesis.anatomy import PACKAGED
@@ -251,6 +252,20 @@ def test_some_tumour_cases_keep_the_whole_head():
         assert painted > 0.9 if whole_head else painted == 0.0  # skull-stripped: exact zeros outside the brain
 
 
+def test_the_whole_head_fraction_sets_how_many_tumour_cases_keep_the_head():
+    brain = {m.name: m for m in load_anatomy("brain-tumor")}["training_seg_01"]
+    heads = {f: [generate("brain-tumor", brain, np.random.default_rng(seed), spacing=4.0,
+                          whole_head_fraction=f).info["whole_head"] for seed in range(6)] for f in (0.0, 1.0)}
+    assert heads == {0.0: [False] * 6, 1.0: [True] * 6}
+    # the default is WHOLE_HEAD_FRACTION, drawn the same way: the same seed makes the same case
+    a = generate("brain-tumor", brain, np.random.default_rng(3), spacing=4.0)
+    b = generate("brain-tumor", brain, np.random.default_rng(3), spacing=4.0,
+                 whole_head_fraction=gen_module.WHOLE_HEAD_FRACTION)
+    np.testing.assert_array_equal(a.images["t1ce"], b.images["t1ce"])
+    with pytest.raises(UserError, match="whole-head-fraction"):
+        generate("brain-tumor", brain, np.random.default_rng(0), whole_head_fraction=1.5)
+
+
 def test_a_synthetic_brain_holds_the_aseg_labels_at_real_volumes():
     maps = load_anatomy("petmr-brain")
     brain = {m.name: m for m in maps}["training_seg_05"]
@@ -329,6 +344,8 @@ def test_synth_command_writes_the_public_layout(tmp_path, capsys):
     (["--task", "spine", "--n", "0"], "--n must be at least 1"),
     (["--task", "spine", "--anatomy", "EMPTY"], "no usable spine label maps"),
     (["--task", "spine", "--spacing", "-1"], "--spacing"),
+    (["--task", "spine", "--whole-head-fraction", "0.5"], "for --task brain-tumor only"),
+    (["--task", "brain-tumor", "--whole-head-fraction", "2"], "between 0 and 1"),
 ])
 def test_synth_command_bad_arguments(tmp_path, capsys, extra, message):
     empty = tmp_path / "empty"

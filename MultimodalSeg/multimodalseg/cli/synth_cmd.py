@@ -31,6 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                              "'multimodalseg demo' and the Slicer sample data show)")
     p.add_argument("--spacing", type=float, help="reference grid spacing in mm (default per task: 2.0, spine 1.5)")
     p.add_argument("--modality", help="whole-heart only: ct, mr or both (default both: N CT and N MR cases)")
+    p.add_argument("--whole-head-fraction", type=float, metavar="F",
+                   help="brain-tumor only: share of cases that keep scalp, skull and orbits instead of being "
+                        "skull-stripped (default 0.2)")
     p.add_argument("--png", action="store_true", help="also write an overlay PNG per case")
     p.add_argument("--overwrite", action="store_true", help="replace existing case files")
     p.add_argument("--progress", default="auto", choices=("auto", "json", "bar", "none"),
@@ -75,6 +78,11 @@ def _run(args: argparse.Namespace, reporter) -> int:
     if args.spacing is not None and not (math.isfinite(args.spacing) and 0.2 <= args.spacing <= 10.0):
         raise UserError(f"--spacing must be between 0.2 and 10 mm, got {args.spacing}")
     modalities = _modalities(task, args.modality)
+    head = args.whole_head_fraction
+    if head is not None and task.id != "brain-tumor":
+        raise UserError(f"--whole-head-fraction is for --task brain-tumor only, not {task.id}")
+    if head is not None and not (math.isfinite(head) and 0.0 <= head <= 1.0):
+        raise UserError(f"--whole-head-fraction must be between 0 and 1, got {head}")
 
     import torch
 
@@ -106,7 +114,8 @@ def _run(args: argparse.Namespace, reporter) -> int:
         span = (k / len(jobs), (k + 1) / len(jobs))
         stages = Stages(reporter, weights={"preprocess": 0.85, "write": 0.15}, span=span)
         stages.start("preprocess")
-        case = make_synth_case(task.id, args.seed + i, anatomy=maps, spacing=args.spacing, modality=modality)
+        case = make_synth_case(task.id, args.seed + i, anatomy=maps, spacing=args.spacing, modality=modality,
+                               whole_head_fraction=head)
         stages.start("write")
         written = write_case(case, out, i + 1, overwrite=args.overwrite, overlay=args.png)
         stages.stop()

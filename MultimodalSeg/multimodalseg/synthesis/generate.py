@@ -75,19 +75,25 @@ class SynthSample:
 
 
 def generate(task_id: str, anatomy: Anatomy, rng: np.random.Generator, *, spacing: float | None = None,
-             modality: str | None = None, misregister: bool = True) -> SynthSample:
+             modality: str | None = None, misregister: bool = True,
+             whole_head_fraction: float | None = None) -> SynthSample:
     """One sample of ``task_id`` from ``anatomy``; every draw comes from ``rng``.
 
     Args:
         spacing: isotropic reference spacing in mm (default per task, :data:`DEFAULT_SPACING`).
         modality: whole-heart ``ct`` or ``mr`` (default ``ct``).
         misregister: moving roles (PET, spine MR) get a known small rigid misregistration.
+        whole_head_fraction: brain-tumor only, the share of cases not skull-stripped (default
+            :data:`WHOLE_HEAD_FRACTION`); the draw is the same, so a case keeps its other draws.
     """
     if task_id not in DEFAULT_SPACING:
         raise UserError(f"no synthetic-data generator for task {task_id}")
     sp = float(spacing or DEFAULT_SPACING[task_id])
     if not np.isfinite(sp) or sp <= 0.2 or sp > 10:
         raise UserError(f"--spacing must be between 0.2 and 10 mm, got {spacing}")
+    head = WHOLE_HEAD_FRACTION if whole_head_fraction is None else float(whole_head_fraction)
+    if not 0.0 <= head <= 1.0:
+        raise UserError(f"--whole-head-fraction must be between 0 and 1, got {whole_head_fraction}")
     s_extra, s_spatial, s_grid, s_mis, s_paint = rng.spawn(5)
     labels, grid, info = anatomy.labels, anatomy.grid, {"anatomy": anatomy.name}
     if task_id == "brain-tumor":
@@ -155,7 +161,7 @@ def generate(task_id: str, anatomy: Anatomy, rng: np.random.Generator, *, spacin
         # paint at the anatomy's resolution (pairs share intensities, so the mirror needs no swap here)
         return spatial.sample(painter(prior, default), grid, grids[role], pres[role], linear=True)
 
-    images, facts = _paint(task_id, modality, sampled, grids, s_paint, render)
+    images, facts = _paint(task_id, modality, sampled, grids, s_paint, render, head)
     info.update(facts)
     label = _output(task_id, sampled[roles[0]])
     sample = SynthSample(task_id, modality, images, grids, label, transforms, info=info, role_labels=sampled)
@@ -207,7 +213,7 @@ def _moving(task_id: str, sp: float) -> dict[str, tuple[tuple[float, float, floa
     return {}
 
 
-def _paint(task_id, modality, sampled, grids, rng, render) -> tuple[dict[str, np.ndarray], dict]:
+def _paint(task_id, modality, sampled, grids, rng, render, whole_head_fraction) -> tuple[dict[str, np.ndarray], dict]:
     """Images per role. ``render(role, prior, rng, default)`` paints the source map and reads it through
     the spatial transform on the role's grid (linear: partial volume at tissue borders)."""
     images: dict[str, np.ndarray] = {}
@@ -234,7 +240,7 @@ def _paint(task_id, modality, sampled, grids, rng, render) -> tuple[dict[str, np
         keep = set(lt.BRAIN_LABELS) | set(TUMOUR_OUTPUT)
         groups = priors.brain_groups()
         # most BraTS-like data is skull-stripped; some users give whole-head scans: keep scalp, skull, orbits
-        whole_head = bool(rng.random() < WHOLE_HEAD_FRACTION)
+        whole_head = bool(rng.random() < whole_head_fraction)
         facts["whole_head"] = whole_head
         look = priors.tumour_appearance(rng.spawn(1)[0])  # its own stream: the other draws stay as they were
         facts["tumour_look"] = {role: {str(v): round(m, 1) for v, (m, _) in p.items()} for role, p in look.items()}
@@ -326,7 +332,7 @@ def _landmarks(task_id: str, painted: np.ndarray, grid: Grid) -> tuple[list[str]
 
 def make_synth_case(task_id: str, seed: int, *, anatomy: tuple[Anatomy, ...] | None = None,
                     anatomy_dir=None, spacing: float | None = None, modality: str | None = None,
-                    misregister: bool = True):
+                    misregister: bool = True, whole_head_fraction: float | None = None):
     """A :class:`~multimodalseg.phantoms.case.PhantomCase` from seed ``seed`` (which also picks the anatomy),
     ready for :func:`multimodalseg.phantoms.layouts.write_case`."""
     from multimodalseg.phantoms.case import PhantomCase
@@ -335,7 +341,8 @@ def make_synth_case(task_id: str, seed: int, *, anatomy: tuple[Anatomy, ...] | N
     rng = np.random.default_rng([int(seed), 14])
     choice = int(rng.integers(len(maps)))
     t0 = time.perf_counter()
-    s = generate(task_id, maps[choice], rng, spacing=spacing, modality=modality, misregister=misregister)
+    s = generate(task_id, maps[choice], rng, spacing=spacing, modality=modality, misregister=misregister,
+                 whole_head_fraction=whole_head_fraction)
     images = {role: s.grids[role].image(np.ascontiguousarray(a)) for role, a in s.images.items()}
     ref = _roles(task_id)[0]
     label = s.grids[ref].image(np.ascontiguousarray(s.label.astype(np.uint16)))
