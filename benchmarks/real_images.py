@@ -1,6 +1,6 @@
 """Real-image benchmark (issue 15 item 4): every shipped segmentation model on the real images the registries hold.
 
-    python benchmarks/real_images.py [--cache DIR] [--cases ID ...] [--no-readme]
+    python benchmarks/real_images.py [--cache DIR] [--cases ID ...] [--no-readme]   # --cases: the others' rows kept
     python benchmarks/real_images.py --bundle whole-heart=cand.pt --out /tmp/cand --images /tmp/cand --no-readme
 
 ``tools/fetch_real_images.py`` fetches and describes the cases (skipped with their reason when offline). Each case
@@ -53,10 +53,10 @@ MODALITY = {"whole-heart": "ct"}  # the cases given to modality-conditioned mode
 
 
 def segmentation_models(catalog: Path = CATALOG) -> dict[str, list[dict]]:
-    """task -> the catalog's segmentation models (fusion bundles run inside the spine segment, by default)."""
+    """task -> the catalog's segmentation models (fusion and brain-mask bundles run inside segment, by default)."""
     out: dict[str, list[dict]] = {}
     for m in json.loads(catalog.read_text())["models"]:
-        if m.get("kind", "segmentation") != "fusion":
+        if m.get("kind", "segmentation") == "segmentation":
             out.setdefault(m["task"], []).append(m)
     return out
 
@@ -426,6 +426,12 @@ def main(argv: list[str] | None = None) -> int:
     for case in runnable:
         rows += benchmark_case(case, models.get(case["task"], []), args.cache / "runs", args.images,
                                args.timeout)
+    previous = args.out / "results.json"
+    if args.cases and previous.exists():  # a partial run keeps the other cases' rows
+        ran = {c["id"] for c in runnable}
+        rows = [r for r in json.loads(previous.read_text())["results"] if r["case"] not in ran] + rows
+        order = {c["id"]: i for i, c in enumerate(cases)}
+        rows.sort(key=lambda r: order.get(r["case"], len(order)))  # stable: a case's models stay in order
     args.out.mkdir(parents=True, exist_ok=True)
     meta = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "cpu_count": os.cpu_count(),
             "load_average": [round(v, 1) for v in os.getloadavg()], "note": args.note}

@@ -5,7 +5,8 @@ bundles it lists. Entry keys: ``id``, ``version``, ``task``, ``file`` (relative 
 (``https://`` or ``file://``, fetched into the cache on first use), ``sha256``, ``inputs`` (roles), ``modality``,
 ``network``, ``demo`` (trained on synthetic data only), ``seconds`` (``{"cpu", "gpu", "cpu_machine",
 "gpu_machine"}``, measured), ``metrics`` (validation), ``description``, ``created``, ``kind`` (``segmentation``, the
-default when absent, or ``fusion``: a spine CT-MR fusion model, never picked as a task's segmentation model),
+default when absent, ``fusion``: a spine CT-MR fusion model, or ``brain-mask``: the brain tumour's skull stripping;
+the last two are never picked as a task's segmentation model),
 ``training_data`` (``phantoms``, ``synthetic`` from real anatomy, or ``real``; ``multimodalseg demo`` shows a
 synthetic-data model a ``synth`` case from a held-out anatomy), ``incompatible`` (why the current code refuses
 the bundle, e.g. trained on an older label table; loading it fails with ``bundles.check_label_table``'s message).
@@ -84,7 +85,7 @@ class Entry:
 
     @property
     def model_kind(self) -> str:
-        """``segmentation`` (absent ``kind``) or ``fusion``."""
+        """``segmentation`` (absent ``kind``), ``fusion`` or ``brain-mask``."""
         return self.kind or "segmentation"
 
     @property
@@ -236,6 +237,19 @@ def default_for(task: str, kind: str = "segmentation") -> Entry:
             f"'python -m training fit ...' and 'python -m training export ...', then 'multimodalseg models import "
             "BUNDLE.pt', or pass --model PATH")
     return _newest(candidates)
+
+
+def load(task: str, model: str | os.PathLike | None = None, kind: str = "segmentation"):
+    """A :class:`~multimodalseg.bundles.Bundle` of ``task`` from ``model``: None (the newest of this kind in the
+    catalogs), a catalog id, or a bundle file; sha256 checked, then loaded weights-only (``bundles.load_bundle``).
+    The bundle's own kind is not checked here: callers that need one say so in their own words."""
+    from multimodalseg.bundles import load_bundle
+
+    text = None if model is None else os.fspath(model)
+    if text is not None and (text.endswith(".pt") or os.sep in text or Path(text).exists()):
+        return load_bundle(text, task=task)
+    entry = default_for(task, kind) if text is None else find(text, task)
+    return load_bundle(fetch(entry), sha256=entry.sha256, task=task)
 
 
 def fetch(entry: Entry) -> Path:

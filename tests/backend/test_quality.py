@@ -138,6 +138,9 @@ def test_whole_head_mr_to_brain_tumor_warns_and_a_stripped_brain_does_not():
     head = QualityChecks(task, {"t1ce": head_mr(stripped=False)}).report()
     (finding,) = [f for f in head["findings"] if f["check"] == "skull_stripped"]
     assert 2700 <= finding["volume_ml"] <= 3300 and "strip the skull first" in finding["message"]
+    told = QualityChecks(task, {"t1ce": head_mr(stripped=False)}, strips=True).report()  # segment strips it first
+    (finding,) = [f for f in told["findings"] if f["check"] == "skull_stripped"]
+    assert "the brain-mask model strips it first" in finding["message"] and "strip the skull" not in finding["message"]
     stripped = QualityChecks(task, {"t1ce": head_mr(stripped=True)}).report()
     assert stripped["ok"], stripped["warnings"]
     assert any("skull-stripped" in c for c in stripped["checked"])

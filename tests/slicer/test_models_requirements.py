@@ -35,7 +35,7 @@ def test_model_choices_from_the_user_catalog(user_home):
     ])
     choices = Models.modelChoices("brain-tumor")
     assert choices[0].modelId == "" and choices[0].text.startswith("Newest")
-    shipped = [e for e in catalog.entries("brain-tumor") if e.source == "shipped"]
+    shipped = [e for e in catalog.entries("brain-tumor", kind="segmentation") if e.source == "shipped"]
     texts = [c.text for c in choices[1:]]
     assert texts[:3] == ["tumor-demo 0.10 (demo: synthetic data only)", "tumor-demo 0.9 (demo: synthetic data only)",
                          "my-model 1.0"]

@@ -158,8 +158,9 @@ def run_validate(args: argparse.Namespace) -> int:
         task = get_task(load_bundle(bundle).task)
         if levels and pet_role(task) is None:
             raise UserError(f"--noise-levels: task {task.id} has no PET input")
-        if load_bundle(bundle).meta.get("kind") == "fusion":
-            raise UserError("a fusion model has no labels to validate against", bundle)
+        kind = load_bundle(bundle).meta.get("kind") or "segmentation"
+        if kind != "segmentation":
+            raise UserError(f"a {kind} model has no labels to validate against", bundle)
         layout, cases = find_cases(task, data, args.layout, convention=args.convention)
         report = check_dataset(task, cases, layout)
         if not report.ok:

@@ -34,6 +34,7 @@ RECIPES: dict[str, str] = {
     "cascade": "training.whole_heart.recipe:RECIPE",
     "mcf": "training.spine.recipes:MCF_RECIPE",
     "fusion": "training.spine.recipes:FUSION_RECIPE",
+    "brain-mask": "training.brain_tumor.brain_mask:RECIPE",
 }
 
 

@@ -142,7 +142,8 @@ def _predictor(args: argparse.Namespace, reporter):
     return Predictor(bundle, args.device, tta=args.tta, sw_batch_size=args.sw_batch_size, overlap=args.overlap,
                      progress=reporter, precision=args.precision, crop=not args.no_crop, modality=args.modality,
                      convention=args.convention, report_options=options,
-                     cascade=segment_options.cascade_options(args, bundle))
+                     cascade=segment_options.cascade_options(args, bundle),
+                     **segment_options.skull_strip_options(args))
 
 
 def _has_pet(task) -> bool:

@@ -4,7 +4,8 @@
 fixed/reference -> moving, LPS) to that input while it is resampled onto the reference grid; without ``ROLE=`` it
 is for the task's only non-reference input (spine: the MR). The spine options choose the fused image
 (``--fusion-model``, ``--no-fusion``) and the level of the lowest vertebra (``--lowest-level``); the whole-heart
-cascade's stages can be switched off (``--no-localization``, ``--no-refinement``).
+cascade's stages can be switched off (``--no-localization``, ``--no-refinement``); the brain tumour's skull
+stripping of whole-head input (``--skull-strip``, ``--brain-mask-model``) can be forced or switched off.
 """
 
 from __future__ import annotations
@@ -33,6 +34,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--fusion-no-pad", action="store_true", help="fuse unpadded slices (default: padded as the fusion "
                    "model was trained, 512x512 as the spine paper unless its bundle says otherwise)")
     g.add_argument("--lowest-level", metavar="LEVEL", help="level of the lowest vertebra in the image (default L5)")
+    g = p.add_argument_group("brain tumour (its networks expect skull-stripped MR, as BraTS gives it)")
+    g.add_argument("--skull-strip", choices=("auto", "always", "never"), default=None,
+                   help="strip scalp, skull and orbits with the brain-mask model before the network: auto (default) "
+                        "when the input is not already stripped, always, or never")
+    g.add_argument("--brain-mask-model", metavar="ID|PATH",
+                   help="brain-mask bundle (default: the newest brain-mask model in the catalogs)")
     g = p.add_argument_group("whole-heart cascade (bundles with localisation -> ROI -> MAUNet -> SCN stages)")
     g.add_argument("--no-localization", action="store_true",
                    help="skip the localisation network: centre the ROI on the body (or the image)")
@@ -103,3 +110,12 @@ def cascade_options(args: argparse.Namespace, bundle) -> dict[str, Any] | None:
                             "whole-heart cascade bundles have stages)", bundle.path)
         return None
     return {"localize": not args.no_localization, "refine": not args.no_refinement}
+
+
+def skull_strip_options(args: argparse.Namespace) -> dict[str, Any]:
+    """``Predictor(skull_strip=..., brain_mask_model=...)``; the predictor refuses them for a task without it."""
+    mode = getattr(args, "skull_strip", None)
+    model = getattr(args, "brain_mask_model", None)
+    if mode == "never" and model:
+        raise UserError("--skull-strip never and --brain-mask-model contradict each other")
+    return {"skull_strip": mode or "auto", "brain_mask_model": model}

@@ -54,7 +54,7 @@ import torch
 
 from multimodalseg import catalog, io
 from multimodalseg import preprocessing as prep
-from multimodalseg.bundles import Bundle, load_bundle
+from multimodalseg.bundles import Bundle
 from multimodalseg.errors import UserError
 from multimodalseg.fusion_metrics import (  # noqa: F401 - scale_ct, scale_mr: public here too (training uses them)
     CT_WINDOW_HU,
@@ -133,15 +133,7 @@ def load_fusion_model(model: str | os.PathLike | None = None) -> Bundle:
     Raises:
         UserError: no fusion model available, unknown id, a bundle that is not a fusion model.
     """
-    text = None if model is None else os.fspath(model)
-    if text is None:
-        entry = catalog.default_for(FUSION_TASK, kind=FUSION_KIND)
-        bundle = load_bundle(catalog.fetch(entry), sha256=entry.sha256, task=FUSION_TASK)
-    elif text.endswith(".pt") or os.sep in text or os.path.exists(text):
-        bundle = load_bundle(text, task=FUSION_TASK)
-    else:
-        entry = catalog.find(text, FUSION_TASK)
-        bundle = load_bundle(catalog.fetch(entry), sha256=entry.sha256, task=FUSION_TASK)
+    bundle = catalog.load(FUSION_TASK, model, FUSION_KIND)
     if bundle.meta.get("kind") != FUSION_KIND:
         raise UserError(f"model '{bundle.id}' is not a fusion model (kind {bundle.meta.get('kind') or 'segmentation'}"
                         "); give a fusion bundle", bundle.path)

@@ -16,9 +16,10 @@ import torch
 
 from multimodalseg import catalog, io
 from multimodalseg import preprocessing as prep
-from multimodalseg.bundles import Bundle, check_label_names, check_roles, load_bundle
+from multimodalseg.bundles import Bundle, check_label_names, check_roles
 from multimodalseg.errors import UserError
 from multimodalseg.inference import extras, postprocess, quality, spine_extras
+from multimodalseg.inference.brain_mask import masker_for
 from multimodalseg.inference.devices import choose_precision, precision_name, resolve_device
 from multimodalseg.inference.engine import (
     NetworkInput,
@@ -32,6 +33,7 @@ from multimodalseg.inference.engine import (
     training_flip_axes,
     tta_mirror_axes,
 )
+from multimodalseg.inference.missing import check_missing
 from multimodalseg.inference.onednn import route_convolutions
 from multimodalseg.orientation import Reorientation, check_code, orientation_code, reorient_grid, reorientation
 from multimodalseg.progress import ProgressCallback, Stages
@@ -102,15 +104,7 @@ def load_model(task_id: str, model: str | os.PathLike | None) -> Bundle:
     Raises:
         UserError: no model for the task, unknown id, missing/tampered/truncated bundle, a bundle of another task.
     """
-    task = get_task(task_id)
-    text = None if model is None else os.fspath(model)
-    if text is None:
-        entry = catalog.default_for(task.id)
-    elif text.endswith(".pt") or os.sep in text or Path(text).exists():
-        return load_bundle(text, task=task.id)
-    else:
-        entry = catalog.find(text, task.id)
-    return load_bundle(catalog.fetch(entry), sha256=entry.sha256, task=task.id)
+    return catalog.load(get_task(task_id).id, model)
 
 
 class Predictor:
@@ -136,6 +130,11 @@ class Predictor:
             SUVOverrides}``).
         cascade: stage switches of a cascade bundle (``meta["cascade"]``, ``inference.heart_cascade``):
             ``{"localize": bool, "refine": bool, "fallback": "body"|"image"}``; ignored by other bundles.
+        skull_strip: tasks on skull-stripped MR (``TaskSpec.skull_strip``, brain tumour): ``auto`` strips
+            whole-head input with a brain-mask bundle before the network, ``always``, ``never``
+            (``inference.brain_mask``); the report's ``skull_strip`` says what was done. Other tasks refuse anything
+            but ``auto``.
+        brain_mask_model: that bundle (catalog id or file); None: the newest brain-mask model in the catalogs.
 
     Bundle metadata used (``bundles.py`` lists the keys): ``preprocessing.patch_size`` (window, ITK order; default
     the task's), ``preprocessing.spacing`` (network spacing; null: the reference's own; absent: the task's),
@@ -154,7 +153,8 @@ class Predictor:
                  overlap: float | None = None, progress: ProgressCallback | None = None, precision: str = "auto",
                  crop: bool = True, crop_margin_mm: float = 10.0, modality: str | None = None,
                  convention: str | None = None, keep_probabilities: bool = False,
-                 report_options: Mapping[str, Any] | None = None, cascade: Mapping[str, Any] | None = None) -> None:
+                 report_options: Mapping[str, Any] | None = None, cascade: Mapping[str, Any] | None = None,
+                 skull_strip: str = "auto", brain_mask_model: str | os.PathLike | None = None) -> None:
         if sw_batch_size < 1:
             raise UserError(f"sw-batch-size must be at least 1, got {sw_batch_size}")
         self.bundle = bundle
@@ -210,6 +210,7 @@ class Predictor:
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
         self._check_channels(config)
+        self.masker = masker_for(self.task, skull_strip, brain_mask_model, self.device)  # None: not a stripped task
         self.cascade = None
         for section, target in RUNNERS.items():  # a bundle that is not one sliding window names its runner
             if self.meta.get(section):
@@ -275,8 +276,10 @@ class Predictor:
 
         stages.start("load")
         images = prep.load_inputs(task, inputs)
-        missing = self._check_missing(images, stages)
-        checks = quality.QualityChecks(task, images, modality or self.modality, stages.emit)  # warnings, never labels
+        missing = check_missing(self.task, self.meta, self.bundle.id, images, stages.emit)
+        strips = self.masker is not None and self.masker.network is not None and self.masker.mode != "never"
+        checks = quality.QualityChecks(task, images, modality or self.modality, stages.emit,  # warnings, never labels
+                                       strips=strips)
         # The task's report extras check their inputs now (e.g. SUV tags), before the network pass.
         report_extra = extras.prepare(task, inputs, images, {**self.report_options, "progress": stages.update,
                                                              "transforms": dict(transforms or {}),
@@ -294,6 +297,12 @@ class Predictor:
 
         stages.start("preprocess")
         raw, reference = prep.to_reference_grid(task, images, paths, transforms)
+        stripped = None
+        if self.masker is not None:
+            if self.masker.note:
+                stages.emit({"event": "warning", "message": self.masker.note})
+            raw, stripped = self.masker.apply(raw, reference, task.roles.index(task.reference_role),
+                                              lambda m: stages.emit({"event": "warning", "message": m}))
         mod_name = modality or self.modality
         if self.cascade is not None:
             net = self.cascade.run(raw, reference, mod_name, modality_index, stages)
@@ -350,30 +359,12 @@ class Predictor:
             "volumes_ml": label_ml,
             "regions_ml": region_ml,
             "quality": checks.report(),
+            **({"skull_strip": stripped} if stripped is not None else {}),
             "outputs": outputs,
             **extra_report,
         }
         result.timings, result.report = timings, report
         return result
-
-    def _check_missing(self, images: Mapping[str, sitk.Image], stages: Stages) -> dict[str, str]:
-        """Optional inputs not given: role -> what stands in for it (``preprocessing.missing_inputs`` of the
-        bundle, which training with modality dropout writes); a bundle without that entry refuses, naming the
-        role. A warning event names the missing inputs."""
-        missing = [r for r in self.task.roles if r not in images]
-        if not missing:
-            return {}
-        allowed = dict((self.meta.get("preprocessing") or {}).get("missing_inputs") or {})
-        refused = [r for r in missing if r not in allowed]
-        if refused:
-            raise UserError(f"model '{self.bundle.id}' needs the {', '.join(refused)} input"
-                            f"{'s' if len(refused) > 1 else ''}: it was not trained to run without "
-                            f"{'them' if len(refused) > 1 else 'it'} (pass --input {refused[0]}=PATH)")
-        stand_in = {r: str(allowed[r]) for r in missing}
-        stages.emit({"event": "warning", "message": "missing input" + ("s " if len(missing) > 1 else " ")
-                     + ", ".join(missing) + ": " + ", ".join(sorted(set(stand_in.values())))
-                     + " stand in for them, as in the model's training with modality dropout"})
-        return stand_in
 
     def _sliding_window(self, raw: np.ndarray, reference: sitk.Image, modality: str | None,
                         modality_index: int | None, stages: Stages, channels: Any = None,

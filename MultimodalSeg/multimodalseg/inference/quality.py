@@ -115,11 +115,13 @@ class QualityChecks:
         images: role -> input image as read (native grids; the reference role's grid is the output grid).
         modality: ``ct`` or ``mr`` for a role whose task modality is ``CT|MR`` (whole heart), else None.
         emit: called with each ``{"event": "warning", "message": ..., "check": ...}`` (None: collect only).
+        strips: a brain-mask model strips whole-head input before the network (``inference.brain_mask``): the
+            whole-head warning says so instead of asking the user to strip the skull.
     """
 
     def __init__(self, task: TaskSpec, images: Mapping[str, sitk.Image], modality: str | None = None,
-                 emit: Callable[[dict], None] | None = None) -> None:
-        self.task, self.images, self.emit = task, dict(images), emit
+                 emit: Callable[[dict], None] | None = None, strips: bool = False) -> None:
+        self.task, self.images, self.emit, self.strips = task, dict(images), emit, strips
         self.table = RANGES.get(task.id, {})
         self.kinds = {role: _modality(task, role, modality) for role in self.images}
         self.findings: list[dict[str, Any]] = []
@@ -146,7 +148,9 @@ class QualityChecks:
         if ml > most:
             self._warn("input", "skull_stripped", f"input '{role}' has {ml:.0f} mL above background: a whole head, "
                        f"not a skull-stripped brain (at most {most:g} mL); {self.task.id} models are trained on "
-                       f"skull-stripped brains, strip the skull first", role=role, volume_ml=round(ml, 1))
+                       "skull-stripped brains, " + ("the brain-mask model strips it first (skull_strip in the report)"
+                                                     if self.strips else "strip the skull first"),
+                       role=role, volume_ml=round(ml, 1))
 
     def _input(self, role: str, image: sitk.Image) -> None:
         kind = self.kinds[role]

@@ -76,7 +76,7 @@ class SynthSample:
 
 def generate(task_id: str, anatomy: Anatomy, rng: np.random.Generator, *, spacing: float | None = None,
              modality: str | None = None, misregister: bool = True,
-             whole_head_fraction: float | None = None) -> SynthSample:
+             whole_head_fraction: float | None = None, margin_mm: float | None = None) -> SynthSample:
     """One sample of ``task_id`` from ``anatomy``; every draw comes from ``rng``.
 
     Args:
@@ -85,6 +85,8 @@ def generate(task_id: str, anatomy: Anatomy, rng: np.random.Generator, *, spacin
         misregister: moving roles (PET, spine MR) get a known small rigid misregistration.
         whole_head_fraction: brain-tumor only, the share of cases not skull-stripped (default
             :data:`WHOLE_HEAD_FRACTION`); the draw is the same, so a case keeps its other draws.
+        margin_mm: field of view beyond the deformed organ's extent (default per task, :data:`_MARGIN`); a wide one
+            shows a whole head with air around it (the brain-mask bank), as a real head scan does.
     """
     if task_id not in DEFAULT_SPACING:
         raise UserError(f"no synthetic-data generator for task {task_id}")
@@ -119,7 +121,7 @@ def generate(task_id: str, anatomy: Anatomy, rng: np.random.Generator, *, spacin
 
     # the field of view follows the deformed organ (SynthSeg scales each axis independently)
     extent = np.abs(np.linalg.inv(spatial.linear)) @ src.extent_mm(organ)
-    fov = np.minimum(extent + _MARGIN[task_id], 400.0)
+    fov = np.minimum(extent + (_MARGIN[task_id] if margin_mm is None else float(margin_mm)), 400.0)
     if task_id in _FOV:
         fov = np.maximum(fov, _FOV[task_id])
     ref_centre = centre + s_grid.uniform(-4.0, 4.0, 3)
@@ -277,6 +279,14 @@ def _paint(task_id, modality, sampled, grids, rng, render, whole_head_fraction) 
         images["mr"], f = ix.mr_chain(render("mr", prior, r), grids["mr"].spacing, r)
         facts["mr"] = {**f, "contrast": "random" if use_random else "t2"}
     return images, facts
+
+
+def brain_mask(sample: SynthSample) -> np.ndarray:
+    """The skull-stripped brain of a brain-tumor sample on its reference grid (bool): what ``whole_head=False``
+    cases keep, the target of the brain-mask model (``training.brain_tumor.brain_mask``)."""
+    if sample.task != "brain-tumor":
+        raise ValueError(f"brain_mask is for brain-tumor samples, not {sample.task}")
+    return _stripped_brain(sample.role_labels[_roles("brain-tumor")[0]], set(lt.BRAIN_LABELS) | set(TUMOUR_OUTPUT))
 
 
 def _stripped_brain(painted: np.ndarray, keep: set[int]) -> np.ndarray:

@@ -45,6 +45,7 @@ TASK = TaskSpec(
     patch_size=(128, 128, 128),
     network="dmfnet",
     postprocess="multimodalseg.postprocessing.brats:postprocess",
+    skull_strip=True,  # whole-head MR is stripped first (inference.brain_mask); BraTS data already is
     # The task's own values follow BraTS 2017-2022 (ET = 4).
     label_conventions={
         "brats2021": {NCR: 1, ED: 2, ET: 4},

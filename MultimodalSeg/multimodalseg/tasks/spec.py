@@ -209,6 +209,9 @@ class TaskSpec:
     # Per-case extras of the segmentation report (PET/MR: SUV statistics per structure), "module:function",
     # imported lazily by inference (``multimodalseg.inference.extras``).
     report_extras: str | None = None
+    # The networks are trained on skull-stripped input (BraTS): whole-head input is stripped by a brain-mask bundle
+    # first (``multimodalseg.inference.brain_mask``, ``segment --skull-strip``).
+    skull_strip: bool = False
 
     def __post_init__(self) -> None:
         refs = [i.role for i in self.inputs if i.reference]
