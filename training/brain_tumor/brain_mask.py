@@ -155,8 +155,9 @@ class BrainMaskRecipe(Recipe):
 
     def plan(self, config: TrainingConfig, settings: BrainMaskSettings) -> Plan:
         root = Path(config.data.root or ".")
-        lines = [f"{len(list((root / part).glob('case_*.npz')))} {part} cases in {root / part}" for part in
-                 ("train", "val")]
+        counts = {part: len(list((root / part).glob("case_*.npz"))) for part in ("train", "val")}
+        lines = [f"{root}: layout brain-mask bank, {counts['train']} train cases in train/, {counts['val']} val "
+                 "cases in val/"]
         nets = [NetworkInfo("brain_mask", NETWORK,
                             count_parameters(lambda: build_network(NETWORK, **self.network_config(settings))))]
         aug = [f"one random sequence per crop; left-right flip p {settings.flip_prob}, gamma "
