@@ -12,7 +12,7 @@ from multimodalseg.inference.brain_mask import KIND, BrainMasker, load_brain_mas
 from training.brain_tumor.brain_mask_bank import SEQUENCES, write_bank
 from training.core.cli import main
 
-CONFIG = "training/configs/brain-mask.yaml"
+CONFIG = "training/configs/brain-tumor-brain-mask.yaml"
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ network on whole-head MR (``multimodalseg.inference.brain_mask``).
     python -m training.brain_tumor.brain_mask_bank --out BANK/train --n 160 --seed 0
     python -m training.brain_tumor.brain_mask_bank --out BANK/train --n 160 --seed 1000  # a second worker
     python -m training.brain_tumor.brain_mask_bank --out BANK/val --n 12 --seed 50000 --held-out
-    python -m training fit --config training/configs/brain-mask.yaml --data BANK --out runs/brain-mask
+    python -m training fit --config training/configs/brain-tumor-brain-mask.yaml --data BANK --out runs/brain-mask
 
 ``--data`` holds ``train/`` and ``val/`` banks of ``case_NNNNN.npz`` (:mod:`training.brain_tumor.brain_mask_bank`).
 One stage ``brain_mask``: a MONAI BasicUNet (1 channel in, background / brain out) on the ``spacing`` grid (block
