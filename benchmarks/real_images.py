@@ -204,7 +204,8 @@ def run_segment(case: dict, model: dict, work: Path, timeout: float) -> dict[str
     if rc == 0 and report.exists():
         rep = json.loads(report.read_text())
         result.update(seconds=rep.get("timings", {}).get("total"), volumes_ml=rep.get("volumes_ml"),
-                      regions_ml=rep.get("regions_ml"), quality=rep.get("quality"), labels_path=os.fspath(out))
+                      regions_ml=rep.get("regions_ml"), quality=rep.get("quality"), labels_path=os.fspath(out),
+                      skull_strip=rep.get("skull_strip"))
     return result
 
 
@@ -319,6 +320,10 @@ def _fmt_result(row: dict) -> str:
     regions = row.get("regions_ml") or {}
     if "WT" in regions:
         bits.append(f"WT {regions['WT']:.0f} mL")
+    strip = row.get("skull_strip") or {}
+    if strip.get("applied"):
+        bits.append(f"skull-stripped first ({strip['model']}: brain {strip['brain_ml']:.0f} mL of "
+                    f"{strip['nonzero_ml']:.0f} mL non-zero)")
     findings = (row.get("quality") or {}).get("findings") or []
     if findings:
         bits.append("quality warnings: " + ", ".join(_finding(f) for f in findings))
@@ -328,7 +333,8 @@ def _fmt_result(row: dict) -> str:
 def _finding(f: dict) -> str:
     if f.get("check") == "volume":
         return f"{f['label']} {f['volume_ml']:.1f} mL"
-    return f"{f['check'].replace('_', ' ')}" + (f" ({f['role']})" if f.get("role") else "")
+    check = "whole head" if f["check"] == "skull_stripped" else f["check"].replace("_", " ")  # the failed check
+    return check + (f" ({f['role']})" if f.get("role") else "")
 
 
 def markdown(rows: list[dict], skipped: list[dict], header: bool = True) -> str:
@@ -427,14 +433,17 @@ def main(argv: list[str] | None = None) -> int:
         rows += benchmark_case(case, models.get(case["task"], []), args.cache / "runs", args.images,
                                args.timeout)
     previous = args.out / "results.json"
-    if args.cases and previous.exists():  # a partial run keeps the other cases' rows
+    note = args.note
+    if args.cases and previous.exists():  # a partial run keeps the other cases' rows, and the note unless given
+        saved = json.loads(previous.read_text())
+        note = saved.get("note") if note is None else note
         ran = {c["id"] for c in runnable}
-        rows = [r for r in json.loads(previous.read_text())["results"] if r["case"] not in ran] + rows
+        rows = [r for r in saved["results"] if r["case"] not in ran] + rows
         order = {c["id"]: i for i, c in enumerate(cases)}
         rows.sort(key=lambda r: order.get(r["case"], len(order)))  # stable: a case's models stay in order
     args.out.mkdir(parents=True, exist_ok=True)
     meta = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "cpu_count": os.cpu_count(),
-            "load_average": [round(v, 1) for v in os.getloadavg()], "note": args.note}
+            "load_average": [round(v, 1) for v in os.getloadavg()], "note": note}
     (args.out / "results.json").write_text(json.dumps({**meta, "results": rows, "skipped": skipped}, indent=1))
     write_outputs(rows, skipped, meta, args.out, readme=not args.no_readme)
     print(f"wrote {args.out / 'results.md'}")

@@ -17,6 +17,7 @@ from multimodalseg.tasks import TaskSpec
 
 DEVICE_KINDS = ("auto", "cpu", "gpu")
 QUICK_OVERLAP = "0"  # sliding-window overlap of the quick mode (the backend's default is 0.25)
+SKULL_STRIP_MODES = ("auto", "always", "never")  # segment --skull-strip (the backend's choices; a test compares)
 SAMPLE_SEED = 1  # the sample data's case is the one 'multimodalseg demo' scores (its default --seed)
 
 
@@ -54,6 +55,7 @@ def buildSegmentCommand(
     model: str | None = None,
     report: str | os.PathLike | None = None,
     modality: str | None = None,
+    skullStrip: str | None = None,
     extra: Sequence[str] = (),
 ) -> list[str]:
     """``python -m multimodalseg segment ...`` as an argument list.
@@ -70,6 +72,8 @@ def buildSegmentCommand(
         model: a catalog model id or a bundle path; None lets the backend pick the newest for the task.
         report: where the backend writes its JSON report (volumes, statistics, extra outputs).
         modality: for tasks with several input modalities (whole heart): ``ct`` or ``mr``; None: the backend decides.
+        skullStrip: for tasks that strip whole-head MR first (brain tumour): ``auto``, ``always`` or ``never``;
+            None: the backend's default (``auto``: strip when the input holds much more than the brain).
         extra: further ``segment`` options (the PET/MR panel's SUV values, ``Suv.SuvValues.arguments``).
 
     Raises:
@@ -94,6 +98,11 @@ def buildSegmentCommand(
             raise UserError(f"modality {modality!r} is not one of {', '.join(task.modalities) or 'none'} "
                             f"for {task.title}")
         command += ["--modality", modality.lower()]
+    if skullStrip:
+        if not task.skull_strip or skullStrip.lower() not in SKULL_STRIP_MODES:
+            raise UserError(f"skull stripping {skullStrip!r} is not available for {task.title}"
+                            + (f" (one of {', '.join(SKULL_STRIP_MODES)})" if task.skull_strip else ""))
+        command += ["--skull-strip", skullStrip.lower()]
     command += [str(a) for a in extra]
     command += ["--progress", "json"]
     return command

@@ -147,7 +147,8 @@ class TaskLogicMixin:
 
     def segment(self, inputs: Mapping[str, Any], *, model: str | None = None, device: str = "auto",
                 tta: bool = False, quick: bool = False, modality: str | None = None, suv: SuvValues | None = None,
-                onProgress: Callable[[float, str], None] | None = None, onLog: Callable[[str], None] | None = None,
+                skullStrip: str | None = None, onProgress: Callable[[float, str], None] | None = None,
+                onLog: Callable[[str], None] | None = None,
                 onFinished: Callable[[SegmentResult], None] | None = None, wait: bool = True,
                 timeoutSeconds: float = 3600.0) -> SegmentResult | None:
         """Segment the task's input volumes.
@@ -156,7 +157,7 @@ class TaskLogicMixin:
             inputs: role -> volume node (or node ID or name), e.g. ``{"pet": petNode, "t1": t1Node}``.
             model: catalog model id or bundle path; None: the task's newest model.
             device: ``auto``, ``cpu`` or ``cuda:N``.
-            tta, quick, modality: see ``Command.buildSegmentCommand``.
+            tta, quick, modality, skullStrip: see ``Command.buildSegmentCommand``.
             suv: PET tasks: the SUV values (default: from the PET's DICOM tags when it came from DICOM).
             onProgress: ``(fraction, stage)`` while the backend runs.
             onLog: each log line of the run.
@@ -186,7 +187,7 @@ class TaskLogicMixin:
             labels, report = os.path.join(workDir, "labels.nrrd"), os.path.join(workDir, "report.json")
             command = Command.buildSegmentCommand(backendPython(), self.task, files, labels, device=device, tta=tta,
                                                   quick=quick, model=model, report=report, modality=modality,
-                                                  extra=extra)
+                                                  skullStrip=skullStrip, extra=extra)
         except BaseException:
             shutil.rmtree(workDir, ignore_errors=True)
             raise

@@ -35,6 +35,7 @@ from MultimodalSegLib.Settings import (
     registrationTabTitle,
     roleLabel,
     roleToolTip,
+    skullStripItems,
 )
 from MultimodalSegLib.SlicerProcess import QtBackendProcess
 from MultimodalSegLib.Suv import TAGS as SUV_TAGS
@@ -83,6 +84,7 @@ class TaskPanel(VTKObservationMixin):
                                (self.ui.deviceComboBox, "currentIndexChanged(int)"),
                                (self.ui.gpuIndexSpinBox, "valueChanged(int)"),
                                (self.ui.modalityComboBox, "currentIndexChanged(int)"),
+                               (self.ui.skullStripComboBox, "currentIndexChanged(int)"),
                                (self.ui.ttaCheckBox, "toggled(bool)"),
                                (self.ui.quickCheckBox, "toggled(bool)"),
                                (self.ui.trainingFolderButton, "directoryChanged(QString)")):
@@ -139,6 +141,11 @@ class TaskPanel(VTKObservationMixin):
         self.ui.modalityComboBox.visible = bool(modalities)
         for value, text in modalities:
             self.ui.modalityComboBox.addItem(text, value)
+        stripping = skullStripItems(self.task)
+        self.ui.skullStripLabel.visible = bool(stripping)
+        self.ui.skullStripComboBox.visible = bool(stripping)
+        for value, text in stripping:
+            self.ui.skullStripComboBox.addItem(text, value)
         self.refreshModels()
 
     def hasPet(self) -> bool:
@@ -240,6 +247,8 @@ class TaskPanel(VTKObservationMixin):
             self.ui.gpuIndexSpinBox.value = settings.gpuIndex
             self.ui.gpuIndexSpinBox.enabled = settings.device == "gpu"
             self.ui.modalityComboBox.setCurrentIndex(max(self.ui.modalityComboBox.findData(settings.modality), 0))
+            strip = self.ui.skullStripComboBox
+            strip.setCurrentIndex(max(strip.findData(settings.skullStrip), 0))
             self.ui.ttaCheckBox.checked = settings.tta
             self.ui.quickCheckBox.checked = settings.quick
             if settings.trainingFolder:
@@ -257,6 +266,7 @@ class TaskPanel(VTKObservationMixin):
             tta=bool(self.ui.ttaCheckBox.checked),
             quick=bool(self.ui.quickCheckBox.checked),
             modality=(self.ui.modalityComboBox.currentData or "") if self.task.modalities else "",
+            skullStrip=(self.ui.skullStripComboBox.currentData or "auto") if self.task.skull_strip else "",
             trainingFolder=chosenFolder(self.ui.trainingFolderButton.directory),
         )
 
@@ -341,7 +351,8 @@ class TaskPanel(VTKObservationMixin):
                 self.selectedInputs(), model=settings.model or None,
                 device=Command.deviceArgument(settings.device, settings.gpuIndex), tta=settings.tta,
                 quick=settings.quick, modality=settings.modality or None, suv=self.suvValues(),
-                onProgress=self.onProgress, onLog=self.log, onFinished=self.onSegmentFinished, wait=False)
+                skullStrip=settings.skullStrip or None, onProgress=self.onProgress, onLog=self.log,
+                onFinished=self.onSegmentFinished, wait=False)
         except UserError as exc:
             self.setStatus(str(exc), error=True)
             return

@@ -47,6 +47,7 @@ class PanelSettings:
         tta: flip test-time augmentation.
         quick: the faster setting (sliding windows without overlap).
         modality: for multi-modality tasks (whole heart): ``ct``, ``mr`` or empty (the backend detects it).
+        skullStrip: for tasks that strip whole-head MR (brain tumour): ``auto``, ``always`` or ``never``.
         trainingFolder: where "save for training" writes cases.
     """
 
@@ -56,6 +57,7 @@ class PanelSettings:
     tta: bool = False
     quick: bool = False
     modality: str = ""
+    skullStrip: str = "auto"
     trainingFolder: str = ""
 
     def toParameters(self) -> dict[str, str]:
@@ -156,6 +158,13 @@ def modalityItems(task: TaskSpec) -> list[tuple[str, str]]:
     if not task.modalities:
         return []
     return [("", "Detect from the image"), *((m, m.upper()) for m in task.modalities)]
+
+
+def skullStripItems(task: TaskSpec) -> list[tuple[str, str]]:
+    """``(value, text)`` of the skull-stripping selector; empty for tasks that do not strip."""
+    if not task.skull_strip:
+        return []
+    return [("auto", "Automatic (whole-head scans only)"), ("always", "Always"), ("never", "Never (already stripped)")]
 
 
 def registrationTabTitle(task: TaskSpec, role: str) -> str:

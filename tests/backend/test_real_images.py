@@ -106,6 +106,18 @@ def test_table_says_refused_and_skipped():
     assert "| refused |" in md and "error: bundle label table differs" in md and "| skipped |" in md
 
 
+def test_table_says_when_the_skull_was_stripped_first():
+    strip = {"mode": "auto", "applied": True, "model": "brain-mask-demo", "brain_ml": 1842.0, "nonzero_ml": 6137.0}
+    finding = {"stage": "input", "check": "skull_stripped", "role": "t1ce", "volume_ml": 4120.0}
+    row = {"case": "c", "task": "brain-tumor", "inputs": ["t1ce"], "model": "m 0.1.0", "rc": 0, "wall_s": 3.0,
+           "error": None, "stand_ins": {}, "regions_ml": {"WT": 14.2}, "skull_strip": strip,
+           "quality": {"ok": False, "findings": [finding]}}
+    md = ri.markdown([row], [])
+    assert "skull-stripped first (brain-mask-demo: brain 1842 mL of 6137 mL non-zero)" in md
+    assert "quality warnings: whole head (t1ce)" in md
+    assert "skull-stripped first" not in ri.markdown([{**row, "skull_strip": {**strip, "applied": False}}], [])
+
+
 @pytest.mark.slow
 def test_one_case_end_to_end(tmp_path):
     """A synthetic heart CT of the anatomy held out of the demo's training, as a case without labels: the CLI

@@ -27,6 +27,7 @@ from MultimodalSegLib.Settings import (  # noqa: E402
     pointListLabels,
     registrationTabTitle,
     roleLabel,
+    skullStripItems,
 )
 from PySide6.QtCore import Property, QFile, Qt  # noqa: E402
 from PySide6.QtUiTools import QUiLoader  # noqa: E402
@@ -182,6 +183,12 @@ def task_panel(task: TaskSpec, fit_points: bool = True) -> QWidget:
     child(panel, "modalityComboBox").setVisible(bool(modalities))
     for _value, text in modalities:
         child(panel, "modalityComboBox").addItem(text)
+    child(panel, "suvCollapsibleButton").setVisible("pet" in task.roles)  # as the panel does
+    stripping = skullStripItems(task)
+    child(panel, "skullStripLabel").setVisible(bool(stripping))
+    child(panel, "skullStripComboBox").setVisible(bool(stripping))
+    for _value, text in stripping:
+        child(panel, "skullStripComboBox").addItem(text)
     child(panel, "outputSegmentationSelector").addItem("None")
     for name in ("logCollapsibleButton",):
         expand(child(panel, name), False)

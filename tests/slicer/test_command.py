@@ -57,6 +57,19 @@ def test_modality_for_whole_heart_only():
         Command.buildSegmentCommand(PY, get_task("spine"), {"ct": "c", "mr": "m"}, "o.nrrd", modality="ct")
 
 
+def test_skull_stripping_for_brain_tumour_only():
+    task = get_task("brain-tumor")
+    parser = build_parser()
+    for mode in Command.SKULL_STRIP_MODES:
+        command = Command.buildSegmentCommand(PY, task, {"t1ce": "t.nrrd"}, "o.nrrd", skullStrip=mode.upper())
+        assert parser.parse_args(backend_args(command)).skull_strip == mode
+    assert "--skull-strip" not in Command.buildSegmentCommand(PY, task, {"t1ce": "t.nrrd"}, "o.nrrd")
+    with pytest.raises(UserError, match="skull stripping 'sometimes' is not available .*one of auto, always, never"):
+        Command.buildSegmentCommand(PY, task, {"t1ce": "t.nrrd"}, "o.nrrd", skullStrip="sometimes")
+    with pytest.raises(UserError, match="skull stripping 'always' is not available for Whole"):
+        Command.buildSegmentCommand(PY, get_task("whole-heart"), {"image": "h.nrrd"}, "o.nrrd", skullStrip="always")
+
+
 def test_missing_required_inputs_are_named():
     task = get_task("brain-tumor")
     with pytest.raises(UserError, match="select the T1 contrast-enhanced volume"):  # FLAIR, T1, T2 are optional

@@ -218,6 +218,7 @@ def panelUi(path: str) -> Widget:
                       transformSelector=NodeComboBox(), modeComboBox=ComboBox(),
                       liveUpdateCheckBox=Widget(checked=True))
     return Widget(modelComboBox=ComboBox(), deviceComboBox=ComboBox(), modalityComboBox=ComboBox(),
+                  skullStripComboBox=ComboBox(),
                   gpuIndexSpinBox=Widget(value=0), ttaCheckBox=Widget(checked=False),
                   quickCheckBox=Widget(checked=False), trainingFolderButton=Widget(directory="."),
                   outputSegmentationSelector=NodeComboBox(), statusLabel=Widget(text=""))
@@ -381,9 +382,12 @@ def test_apply_runs_the_logic_in_the_background_and_the_same_button_cancels(pane
     panel.enter()
     panel.ui.deviceComboBox.setCurrentIndex(panel.ui.deviceComboBox.findData("gpu"))
     panel.ui.gpuIndexSpinBox.value = 1
+    assert [d for _t, d in panel.ui.skullStripComboBox.items] == ["auto", "always", "never"]
+    panel.ui.skullStripComboBox.setCurrentIndex(panel.ui.skullStripComboBox.findData("never"))
     panel.onApply()
     (name, inputs, options), = logic.calls
     assert inputs == nodes and options["device"] == "cuda:1" and options["wait"] is False
+    assert options["skullStrip"] == "never"
     assert options["onFinished"] == panel.onSegmentFinished and options["suv"] is None
     assert panel.ui.applyButton.text == "Cancel"
     logic.running = True

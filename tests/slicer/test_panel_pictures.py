@@ -35,6 +35,11 @@ def test_panel_content_follows_the_task(qapp):
     assert heart.findChild(QWidget, "registrationCollapsibleButton").isHidden()
     assert not heart.findChild(QWidget, "modalityComboBox").isHidden()
     assert tumor.findChild(QWidget, "modalityComboBox").isHidden()
+    assert heart.findChild(QWidget, "skullStripComboBox").isHidden()
+    assert not tumor.findChild(QWidget, "skullStripComboBox").isHidden()
+    assert tumor.findChild(QWidget, "suvCollapsibleButton").isHidden()
+    petmr = render_panels.task_panel(get_task("petmr-brain"), fit_points=False)
+    assert not petmr.findChild(QWidget, "suvCollapsibleButton").isHidden()
 
 
 def test_spine_registration_tab_shows_the_phantom_fit(qapp):
