@@ -23,7 +23,14 @@ from monai.transforms import (
 from multimodalseg.errors import UserError
 from multimodalseg.tasks import get_task
 
-from training.core.augment import LATERAL_KEY, RandEachChanneld, RandLateralFlipd, flip_steps
+from training.core.augment import (
+    LATERAL_KEY,
+    RandEachChanneld,
+    RandLateralFlipd,
+    RandThickSlices,
+    RandThickSlicesd,
+    flip_steps,
+)
 from training.core.config import AugmentationConfig, TrainingConfig
 from training.core.transforms import PrepareCased, train_transforms
 
@@ -180,7 +187,9 @@ def test_paper_style_options():
                                               ({"gamma_range": [1.5, 0.7]}, "augmentation.gamma_range"),
                                               ({"scale_range": [0.0, 1.2]}, "augmentation.scale_range"),
                                               ({"per_channel_prob": -0.1}, "augmentation.per_channel_prob"),
-                                              ({"flip_axes": "sagittal"}, "augmentation.flip_axes")])
+                                              ({"flip_axes": "sagittal"}, "augmentation.flip_axes"),
+                                              ({"thick_slice_zoom": [0.0, 0.5]}, "augmentation.thick_slice_zoom"),
+                                              ({"thick_slice_prob": 2.0}, "augmentation.thick_slice_prob")])
 def test_bad_augmentation_values_name_the_key(aug, message):
     with pytest.raises(UserError, match=message):
         _steps(aug)
@@ -216,13 +225,44 @@ def test_lateral_only_mirroring_flips_the_left_right_axis_of_each_sample(tmp_pat
 def _channels_changed(aug: dict, seed: int) -> list[bool]:
     steps = [s for s in _steps({"noise_prob": 0.0, "brightness_prob": 0.0, "contrast_prob": 0.0, "gamma_prob": 0.0,
                                 "gamma_inverted_prob": 0.0, "rotate_prob": 0.0, "scale_prob": 0.0, **aug})
-             if isinstance(s, (RandEachChanneld, RandGaussianSmoothd, RandSimulateLowResolutiond))]
+             if isinstance(s, (RandEachChanneld, RandGaussianSmoothd, RandSimulateLowResolutiond, RandThickSlicesd))]
     image = torch.rand(4, 24, 24, 24, generator=torch.Generator().manual_seed(seed))
     out = {"image": image.clone()}
     for step in steps:
         step.set_random_state(seed)
         out = step(out)
     return [not torch.allclose(out["image"][c], image[c]) for c in range(4)]
+
+
+def test_thick_slices_average_slabs_along_one_axis_only():
+    """A 2-D protocol's thick slices: along the chosen axis each slab of 1/zoom voxels is its mean (a box slice
+    profile), and the other two axes keep every detail."""
+    image = torch.rand(1, 20, 16, 12, generator=torch.Generator().manual_seed(0))
+    step = RandThickSlices(1.0, (0.25, 0.25)).set_random_state(3)
+    step.randomize()
+    axis = step.axis
+    out = step(image, randomize=False)
+    assert out.shape == image.shape and out.dtype == image.dtype
+    moved, result = image.movedim(axis + 1, 1)[0], out.movedim(axis + 1, 1)[0]
+    slabs = moved.reshape(moved.shape[0] // 4, 4, *moved.shape[1:]).mean(1)  # four voxels per slab
+    k = 2  # output voxel 4k + 1 sits at slab coordinate k - 1/8 (linear, voxel centres)
+    np.testing.assert_allclose(result[4 * k + 1], 0.125 * slabs[k - 1] + 0.875 * slabs[k], rtol=1e-5, atol=1e-6)
+    # the in-plane detail is kept: within one output slice the variation is that of the slab mean, not smoothed
+    assert float(result.std(dim=(1, 2)).mean()) > 0.6 * float(slabs.std(dim=(1, 2)).mean())
+    # and along the chosen axis the high frequencies are gone
+    diff_in, diff_out = (t.movedim(axis + 1, 1).diff(dim=1).abs().mean() for t in (image, out))
+    assert diff_out < 0.35 * diff_in
+    untouched = RandThickSlices(0.0)(image.numpy())
+    np.testing.assert_array_equal(untouched, image.numpy())
+
+
+def test_thick_slices_join_the_pipeline_per_channel_or_for_all():
+    patterns = [tuple(_channels_changed({"thick_slice_prob": 1.0, "blur_prob": 0.0, "lowres_prob": 0.0,
+                                         "per_channel_prob": 0.5}, seed)) for seed in range(12)]
+    assert any(0 < sum(p) < 4 for p in patterns) and len(set(patterns)) > 2
+    assert all(_channels_changed({"thick_slice_prob": 1.0, "blur_prob": 0.0, "lowres_prob": 0.0}, seed)
+               == [True] * 4 for seed in range(3))
+    assert not any(isinstance(s, RandThickSlicesd) for s in _steps({}))  # off by default
 
 
 @pytest.mark.parametrize("kind", ["blur_prob", "lowres_prob"])

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from monai.config import KeysCollection
 from monai.transforms import (
     Flip,
@@ -99,6 +100,71 @@ class RandEachChanneld(RandomizableTransform, MapTransform):
         return d
 
 
+class RandThickSlices(RandomizableTransform):
+    """With probability ``prob``, the image as a 2-D acquisition with thick slices along one random spatial axis:
+    each slab of ``1 / zoom`` voxels is averaged (a box slice profile, ``area`` interpolation) and the result is
+    interpolated back to the grid linearly, as a scan with 5 mm slices is resampled onto a 2 mm network grid.
+    Unlike MONAI's ``RandSimulateLowResolution`` (one zoom for every axis, nearest-neighbour down), only one axis
+    loses resolution, and the slice profile integrates rather than samples.
+
+    Args:
+        prob: probability of the transform.
+        zoom_range: ``[low, high]`` of the kept fraction of voxels along the chosen axis (0.4: 2 mm -> 5 mm).
+    """
+
+    def __init__(self, prob: float, zoom_range: Sequence[float] = (0.25, 0.5)) -> None:
+        RandomizableTransform.__init__(self, prob)
+        self.zoom_range = (float(zoom_range[0]), float(zoom_range[1]))
+        self.axis, self.zoom = 0, 1.0
+
+    def randomize(self, data: Any = None) -> None:
+        super().randomize(None)
+        self.axis = int(self.R.randint(3))
+        self.zoom = float(self.R.uniform(*self.zoom_range))
+
+    def __call__(self, img: Any, randomize: bool = True) -> Any:
+        if randomize:
+            self.randomize()
+        if not self._do_transform:
+            return img
+        x = torch.as_tensor(img, dtype=torch.float32)[None]  # (1, C, *spatial)
+        size = list(x.shape[2:])
+        thick = list(size)
+        thick[self.axis] = max(1, int(round(size[self.axis] * self.zoom)))
+        out = F.interpolate(F.interpolate(x, size=thick, mode="area"), size=size, mode="trilinear",
+                            align_corners=False)[0]
+        if isinstance(img, torch.Tensor):
+            result = img.clone()
+            result[...] = out.to(img.dtype)
+            return result
+        return out.numpy().astype(np.asarray(img).dtype, copy=False)
+
+
+class RandThickSlicesd(RandomizableTransform, MapTransform):
+    """:class:`RandThickSlices` with one axis and zoom for all channels of ``keys``."""
+
+    def __init__(self, keys: KeysCollection, prob: float, zoom_range: Sequence[float] = (0.25, 0.5),
+                 allow_missing_keys: bool = False) -> None:
+        MapTransform.__init__(self, keys, allow_missing_keys)
+        RandomizableTransform.__init__(self, prob)
+        self.step = RandThickSlices(1.0, zoom_range)
+
+    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None):
+        super().set_random_state(seed, state)
+        self.step.set_random_state(seed, self.R if seed is None and state is None else state)
+        return self
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        self.randomize(None)
+        if not self._do_transform:
+            return d
+        self.step.randomize()
+        for key in self.key_iterator(d):
+            d[key] = self.step(d[key], randomize=False)
+        return d
+
+
 class RandLateralFlipd(RandomizableTransform, MapTransform):
     """Flip ``keys`` along one spatial axis with probability ``prob``; along the sample's left-right axis also swap
     the Left/Right pairs of ``label_keys``.
@@ -163,7 +229,8 @@ def _pair(values: Sequence[float], name: str) -> tuple[float, float]:
 def check_augmentation(aug: AugmentationConfig) -> None:
     """UserError naming the field for a probability outside [0, 1] or a malformed range."""
     for name in ("rotate_prob", "scale_prob", "elastic_prob", "noise_prob", "blur_prob", "brightness_prob",
-                 "contrast_prob", "lowres_prob", "gamma_prob", "gamma_inverted_prob", "flip_prob", "intensity_prob"):
+                 "contrast_prob", "lowres_prob", "thick_slice_prob", "gamma_prob", "gamma_inverted_prob", "flip_prob",
+                 "intensity_prob"):
         value = getattr(aug, name)
         if not 0.0 <= value <= 1.0:
             raise UserError(f"augmentation.{name} must be a probability in [0, 1], got {value}")
@@ -172,8 +239,10 @@ def check_augmentation(aug: AugmentationConfig) -> None:
     if aug.flip_axes not in ("all", "lateral"):
         raise UserError(f"augmentation.flip_axes must be 'all' or 'lateral', got {aug.flip_axes!r}")
     for name in ("elastic_sigma", "elastic_magnitude", "blur_sigma", "brightness_range", "contrast_range",
-                 "lowres_zoom", "gamma_range"):
+                 "lowres_zoom", "thick_slice_zoom", "gamma_range"):
         _pair(getattr(aug, name), name)
+    if not (aug.thick_slice_zoom[0] > 0.0 and aug.thick_slice_zoom[1] <= 1.0):
+        raise UserError(f"augmentation.thick_slice_zoom must be within (0, 1], got {list(aug.thick_slice_zoom)}")
     low, high = zoom_range(aug.scale_range)
     if not 0.0 < low <= high:
         raise UserError(f"augmentation.scale_range must give zoom factors 0 < low <= high, got {aug.scale_range}")
@@ -243,6 +312,13 @@ def intensity_steps(aug: AugmentationConfig) -> list:
                                           aug.lowres_prob, aug.per_channel_prob))
         else:
             steps.append(RandSimulateLowResolutiond(keys="image", prob=aug.lowres_prob, zoom_range=zoom))
+    if aug.thick_slice_prob > 0:
+        zoom = _pair(aug.thick_slice_zoom, "thick_slice_zoom")
+        if aug.per_channel_prob > 0:
+            steps.append(RandEachChanneld("image", RandThickSlices(1.0, zoom), aug.thick_slice_prob,
+                                          aug.per_channel_prob))
+        else:  # every channel the same slices, as one 2-D protocol
+            steps.append(RandThickSlicesd("image", aug.thick_slice_prob, zoom))
     gamma = _pair(aug.gamma_range, "gamma_range")
     if aug.gamma_inverted_prob > 0:
         steps.append(RandAdjustContrastd(keys="image", prob=aug.gamma_inverted_prob, gamma=gamma, invert_image=True,

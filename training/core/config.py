@@ -177,7 +177,12 @@ class AugmentationConfig:
             (``RandScaleIntensityFixedMeand``; nnU-Net: 0.15, [0.75, 1.25]).
         lowres_prob, lowres_zoom: simulated low resolution, down by a zoom in ``lowres_zoom`` (nearest) and back up
             (trilinear) (``RandSimulateLowResolutiond``; nnU-Net: 0.25, [0.5, 1.0]).
-        per_channel_prob: 0 (default): blur and low resolution act on all channels of a patch together; above 0:
+        thick_slice_prob, thick_slice_zoom: a 2-D acquisition's thick slices along one random axis: each slab of
+            1 / zoom voxels averaged (the slice profile) and interpolated back linearly, zoom in
+            ``thick_slice_zoom`` (:class:`training.core.augment.RandThickSlices`; off by default, nnU-Net has none).
+            Clinical FLAIR and T2 are often 4-6.5 mm axial slices under an isotropic T1ce.
+        per_channel_prob: 0 (default): blur, low resolution and thick slices act on all channels of a patch
+            together; above 0:
             once fired, each channel takes them on its own with this probability (nnU-Net: 0.5), so the
             modalities differ in sharpness as re-gridded sequences do.
         gamma_prob, gamma_inverted_prob, gamma_range: gamma with the mean and sd retained, and the same on the
@@ -222,6 +227,8 @@ class AugmentationConfig:
     contrast_range: list[float] = field(default_factory=lambda: [0.75, 1.25])
     lowres_prob: float = 0.25
     lowres_zoom: list[float] = field(default_factory=lambda: [0.5, 1.0])
+    thick_slice_prob: float = 0.0
+    thick_slice_zoom: list[float] = field(default_factory=lambda: [0.25, 0.5])
     per_channel_prob: float = 0.0
     gamma_prob: float = 0.3
     gamma_inverted_prob: float = 0.1
