@@ -46,9 +46,6 @@ WHOLE_HEAD_FRACTION = 0.2  # brain-tumor cases that are not skull-stripped
 # Heart cases framed as chest CT/MR are: the body centred in a 280-420 mm field of view, the heart off-centre and
 # anywhere in z, sometimes cut by the field's edge. The rest are framed around the heart, as cardiac scans are.
 CHEST_FIELD_FRACTION = 0.6
-# Of the chest framings, those whose field stops at the heart (a scan planned on the lungs): its centre in the outer
-# 10 % of the length, so up to half the heart is out of view.
-CHEST_EDGE_FRACTION = 0.3
 
 
 @dataclass
@@ -131,7 +128,7 @@ def generate(task_id: str, anatomy: Anatomy, rng: np.random.Generator, *, spacin
     if task_id == "whole-heart":
         chest = _chest_field(s_grid.spawn(1)[0], centre, body_centre, spatial)  # its own stream
         if chest is not None:
-            ref_centre, fov, info["heart_at_field_edge"] = chest
+            ref_centre, fov = chest
         info["field_of_view"] = "chest" if chest is not None else "heart"
     shape = tuple(int(v) for v in np.maximum(np.round(fov / sp), 8).astype(int)[::-1])
     ref_grid = Grid.centred(ref_centre, shape, (sp, sp, sp))
@@ -182,21 +179,17 @@ def generate(task_id: str, anatomy: Anatomy, rng: np.random.Generator, *, spacin
 
 
 def _chest_field(rng: np.random.Generator, centre: np.ndarray, body_centre: np.ndarray, spatial: SpatialTransform,
-                 ) -> tuple[np.ndarray, np.ndarray, bool] | None:
-    """(grid centre, field of view, heart at the field's edge) of a chest framing, output mm, for
-    :data:`CHEST_FIELD_FRACTION` of the cases; else None. The heart's centre lands within the middle 80 % of the
-    field's length, or for :data:`CHEST_EDGE_FRACTION` of them in the outer 10 % at either end."""
+                 ) -> tuple[np.ndarray, np.ndarray] | None:
+    """(grid centre, field of view) of a chest framing, output mm, for :data:`CHEST_FIELD_FRACTION` of the cases;
+    else None. The heart's centre lands within the middle 80 % of the field's length."""
     if rng.random() >= CHEST_FIELD_FRACTION:
         return None
     side, length = float(rng.uniform(280.0, 420.0)), float(rng.uniform(160.0, 300.0))
     dz = float(rng.uniform(-0.4, 0.4)) * length
-    edge = bool(rng.random() < CHEST_EDGE_FRACTION)  # drawn after the others: the middle framings keep their draws
-    if edge:
-        dz = float(np.copysign(rng.uniform(0.4, 0.5), dz)) * length
     # output point p shows source point c + L (p - c - shift): invert it for the body centre at the heart's height
     grid_centre = centre + spatial.shift + np.linalg.inv(spatial.linear) @ (body_centre - centre)
     grid_centre[2] += dz
-    return grid_centre, np.array([side, side, length]), edge
+    return grid_centre, np.array([side, side, length])
 
 
 def _centre(anatomy: Anatomy, values) -> np.ndarray:
