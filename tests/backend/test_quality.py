@@ -153,3 +153,18 @@ def test_synthetic_and_phantom_brains_pass_the_skull_strip_check():
     for images in (make_synth_case("brain-tumor", 9000).images, make_case("brain-tumor", 1).images):
         report = QualityChecks(task, images).report()
         assert not [f for f in report["findings"] if f["check"] == "skull_stripped"], report["warnings"]
+
+
+def test_thick_slices_warn_for_the_tumour_task_only():
+    task = get_task("brain-tumor")
+    flair = head_mr(stripped=True)
+    thick = sitk.Resample(flair, [flair.GetSize()[0], flair.GetSize()[1], flair.GetSize()[2] // 3], sitk.Transform(),
+                          sitk.sitkLinear, flair.GetOrigin(), (*flair.GetSpacing()[:2], 3 * flair.GetSpacing()[2]),
+                          flair.GetDirection())
+    report = QualityChecks(task, {"t1ce": flair, "flair": thick}).report()
+    (finding,) = [f for f in report["findings"] if f["check"] == "thick_slices"]
+    assert finding["role"] == "flair" and finding["spacing_mm"] == round(3 * flair.GetSpacing()[2], 2) > 3.0
+    assert "flair" in finding["message"] and "mm slices" in finding["message"]
+    assert any(c.startswith("t1ce: voxel spacing") for c in report["checked"])
+    heart = QualityChecks(get_task("whole-heart"), {"image": head_ct(spacing=5.0)}, modality="ct").report()
+    assert not [f for f in heart["findings"] if f["check"] == "thick_slices"]
