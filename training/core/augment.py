@@ -140,19 +140,12 @@ class RandThickSlices(RandomizableTransform):
         return out.numpy().astype(np.asarray(img).dtype, copy=False)
 
 
-class RandThickSlicesd(RandomizableTransform, MapTransform):
-    """:class:`RandThickSlices` with one axis and zoom for all channels of ``keys``."""
+class RandThickSlicesd(RandEachChanneld):
+    """:class:`RandThickSlices` with one axis and zoom for all channels of ``keys`` (one 2-D protocol)."""
 
     def __init__(self, keys: KeysCollection, prob: float, zoom_range: Sequence[float] = (0.25, 0.5),
                  allow_missing_keys: bool = False) -> None:
-        MapTransform.__init__(self, keys, allow_missing_keys)
-        RandomizableTransform.__init__(self, prob)
-        self.step = RandThickSlices(1.0, zoom_range)
-
-    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None):
-        super().set_random_state(seed, state)
-        self.step.set_random_state(seed, self.R if seed is None and state is None else state)
-        return self
+        super().__init__(keys, RandThickSlices(1.0, zoom_range), prob, 1.0, allow_missing_keys)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
