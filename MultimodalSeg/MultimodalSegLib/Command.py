@@ -17,7 +17,7 @@ from multimodalseg.tasks import TaskSpec
 
 DEVICE_KINDS = ("auto", "cpu", "gpu")
 QUICK_OVERLAP = "0"  # sliding-window overlap of the quick mode (the backend's default is 0.25)
-SKULL_STRIP_MODES = ("auto", "always", "never")  # segment --skull-strip (the backend's choices; a test compares)
+SKULL_STRIP_MODES = ("auto", "always", "never")  # segment --skull-strip choices (a test has the backend parse each)
 SAMPLE_SEED = 1  # the sample data's case is the one 'multimodalseg demo' scores (its default --seed)
 
 
