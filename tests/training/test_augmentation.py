@@ -240,8 +240,8 @@ def test_thick_slices_average_slabs_along_one_axis_only():
     image = torch.rand(1, 20, 16, 12, generator=torch.Generator().manual_seed(0))
     step = RandThickSlices(1.0, (0.25, 0.25)).set_random_state(3)
     step.randomize()
-    axis = step.axis
     out = step(image, randomize=False)
+    axis = step.axis
     assert out.shape == image.shape and out.dtype == image.dtype
     moved, result = image.movedim(axis + 1, 1)[0], out.movedim(axis + 1, 1)[0]
     slabs = moved.reshape(moved.shape[0] // 4, 4, *moved.shape[1:]).mean(1)  # four voxels per slab
@@ -252,6 +252,8 @@ def test_thick_slices_average_slabs_along_one_axis_only():
     # and along the chosen axis the high frequencies are gone
     diff_in, diff_out = (t.movedim(axis + 1, 1).diff(dim=1).abs().mean() for t in (image, out))
     assert diff_out < 0.35 * diff_in
+    flat = RandThickSlices(1.0, (0.5, 0.5)).set_random_state(0)(image[:, 0])  # a 2-D slice: one of its two axes
+    assert flat.shape == image[:, 0].shape and not torch.allclose(flat, image[:, 0])
     untouched = RandThickSlices(0.0)(image.numpy())
     np.testing.assert_array_equal(untouched, image.numpy())
 

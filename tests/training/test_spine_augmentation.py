@@ -23,7 +23,7 @@ from training.spine.slice_augment import slice_augmentation
 PROBS = [f.name for f in fields(AugmentationConfig) if f.name.endswith("_prob")]
 # per_channel_prob is not a step but how blur/low resolution treat channels; 0 (all together) is nnU-Net's 2-D default
 NNUNET_2D = {k: getattr(AugmentationConfig(), k) for k in PROBS
-             if k not in ("elastic_prob", "intensity_prob", "per_channel_prob")}
+             if k not in ("elastic_prob", "intensity_prob", "per_channel_prob", "thick_slice_prob")}  # not nnU-Net
 
 
 def _cases() -> list[SliceCase]:

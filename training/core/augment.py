@@ -115,11 +115,11 @@ class RandThickSlices(RandomizableTransform):
     def __init__(self, prob: float, zoom_range: Sequence[float] = (0.25, 0.5)) -> None:
         RandomizableTransform.__init__(self, prob)
         self.zoom_range = (float(zoom_range[0]), float(zoom_range[1]))
-        self.axis, self.zoom = 0, 1.0
+        self.axis, self.zoom, self._axis_draw = 0, 1.0, 0.0
 
     def randomize(self, data: Any = None) -> None:
         super().randomize(None)
-        self.axis = int(self.R.randint(3))
+        self._axis_draw = float(self.R.uniform())  # the axis among however many spatial axes the image has
         self.zoom = float(self.R.uniform(*self.zoom_range))
 
     def __call__(self, img: Any, randomize: bool = True) -> Any:
@@ -127,11 +127,13 @@ class RandThickSlices(RandomizableTransform):
             self.randomize()
         if not self._do_transform:
             return img
-        x = torch.as_tensor(img, dtype=torch.float32)[None]  # (1, C, *spatial)
+        x = torch.as_tensor(img, dtype=torch.float32)[None]  # (1, C, *spatial), 1 to 3 spatial axes
         size = list(x.shape[2:])
+        self.axis = min(int(self._axis_draw * len(size)), len(size) - 1)
         thick = list(size)
         thick[self.axis] = max(1, int(round(size[self.axis] * self.zoom)))
-        out = F.interpolate(F.interpolate(x, size=thick, mode="area"), size=size, mode="trilinear",
+        linear = {1: "linear", 2: "bilinear", 3: "trilinear"}[len(size)]
+        out = F.interpolate(F.interpolate(x, size=thick, mode="area"), size=size, mode=linear,
                             align_corners=False)[0]
         if isinstance(img, torch.Tensor):
             result = img.clone()
