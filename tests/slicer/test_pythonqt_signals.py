@@ -137,3 +137,23 @@ def test_the_check_finds_a_slot_that_needs_more(tmp_path, monkeypatch):
                    "    def start(self):\n        self.process.connect('finished(int)', self._finished)\n")
     monkeypatch.setitem(globals(), "SOURCES", [bad])
     assert slotProblems(connections()) == ["Bad.py:4: finished(int) gives 1 argument(s), self._finished needs 2"]
+
+
+@requires_host
+def test_the_skull_strip_selector_round_trips_its_setting_under_pythonqt(tmp_path):
+    """The panel's combo-box code path (addItem with data, findData, currentData) for the skull-stripping choice."""
+    run = runScript(tmp_path, """
+import qt
+from multimodalseg.tasks import get_task
+from MultimodalSegLib.Settings import PanelSettings, skullStripItems
+combo = qt.QComboBox()
+for value, text in skullStripItems(get_task("brain-tumor")):
+    combo.addItem(text, value)
+for stored in ("never", "always", "nonsense"):
+    combo.setCurrentIndex(max(combo.findData(PanelSettings(skullStrip=stored).skullStrip), 0))
+    print("GOT", stored, combo.currentData, combo.count)
+print("HEART", len(skullStripItems(get_task("whole-heart"))))
+""")
+    assert run.code == 0, run.err
+    assert run.lines("GOT") == ["never never 3", "always always 3", "nonsense auto 3"]
+    assert run.lines("HEART") == ["0"]
