@@ -346,6 +346,8 @@ def test_synth_command_writes_the_public_layout(tmp_path, capsys):
     (["--task", "spine", "--spacing", "-1"], "--spacing"),
     (["--task", "spine", "--whole-head-fraction", "0.5"], "for --task brain-tumor only"),
     (["--task", "brain-tumor", "--whole-head-fraction", "2"], "between 0 and 1"),
+    (["--task", "spine", "--heart-at-edge-fraction", "0.5"], "for --task whole-heart only"),
+    (["--task", "whole-heart", "--heart-at-edge-fraction", "-0.1"], "between 0 and 1"),
 ])
 def test_synth_command_bad_arguments(tmp_path, capsys, extra, message):
     empty = tmp_path / "empty"

@@ -34,6 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--whole-head-fraction", type=float, metavar="F",
                    help="brain-tumor only: share of cases that keep scalp, skull and orbits instead of being "
                         "skull-stripped (default 0.2)")
+    p.add_argument("--heart-at-edge-fraction", type=float, metavar="F",
+                   help="whole-heart only: share of the chest-framed cases whose field ends in the heart, as a scan "
+                        "planned on the lungs does (default 0)")
     p.add_argument("--png", action="store_true", help="also write an overlay PNG per case")
     p.add_argument("--overwrite", action="store_true", help="replace existing case files")
     p.add_argument("--progress", default="auto", choices=("auto", "json", "bar", "none"),
@@ -83,6 +86,11 @@ def _run(args: argparse.Namespace, reporter) -> int:
         raise UserError(f"--whole-head-fraction is for --task brain-tumor only, not {task.id}")
     if head is not None and not (math.isfinite(head) and 0.0 <= head <= 1.0):
         raise UserError(f"--whole-head-fraction must be between 0 and 1, got {head}")
+    edge = args.heart_at_edge_fraction
+    if edge is not None and task.id != "whole-heart":
+        raise UserError(f"--heart-at-edge-fraction is for --task whole-heart only, not {task.id}")
+    if edge is not None and not (math.isfinite(edge) and 0.0 <= edge <= 1.0):
+        raise UserError(f"--heart-at-edge-fraction must be between 0 and 1, got {edge}")
 
     import torch
 
@@ -115,7 +123,7 @@ def _run(args: argparse.Namespace, reporter) -> int:
         stages = Stages(reporter, weights={"preprocess": 0.85, "write": 0.15}, span=span)
         stages.start("preprocess")
         case = make_synth_case(task.id, args.seed + i, anatomy=maps, spacing=args.spacing, modality=modality,
-                               whole_head_fraction=head)
+                               whole_head_fraction=head, heart_at_edge_fraction=edge)
         stages.start("write")
         written = write_case(case, out, i + 1, overwrite=args.overwrite, overlay=args.png)
         stages.stop()

@@ -46,6 +46,9 @@ WHOLE_HEAD_FRACTION = 0.2  # brain-tumor cases that are not skull-stripped
 # Heart cases framed as chest CT/MR are: the body centred in a 280-420 mm field of view, the heart off-centre and
 # anywhere in z, sometimes cut by the field's edge. The rest are framed around the heart, as cardiac scans are.
 CHEST_FIELD_FRACTION = 0.6
+# Of the chest framings, the share whose field stops at the heart (a scan planned on the lungs): the heart's centre
+# in the outer 10 % of the length, so up to half the heart is out of view. 0 by default (the shipped demo's bank).
+HEART_AT_EDGE_FRACTION = 0.0
 
 
 @dataclass
@@ -76,7 +79,8 @@ class SynthSample:
 
 def generate(task_id: str, anatomy: Anatomy, rng: np.random.Generator, *, spacing: float | None = None,
              modality: str | None = None, misregister: bool = True,
-             whole_head_fraction: float | None = None, margin_mm: float | None = None) -> SynthSample:
+             whole_head_fraction: float | None = None, margin_mm: float | None = None,
+             heart_at_edge_fraction: float | None = None) -> SynthSample:
     """One sample of ``task_id`` from ``anatomy``; every draw comes from ``rng``.
 
     Args:
@@ -87,6 +91,8 @@ def generate(task_id: str, anatomy: Anatomy, rng: np.random.Generator, *, spacin
             :data:`WHOLE_HEAD_FRACTION`); the draw is the same, so a case keeps its other draws.
         margin_mm: field of view beyond the deformed organ's extent (default per task, :data:`_MARGIN`); a wide one
             shows a whole head with air around it (the brain-mask bank), as a real head scan does.
+        heart_at_edge_fraction: whole-heart only, the share of chest framings cut through the heart by the field's
+            end (default :data:`HEART_AT_EDGE_FRACTION`); drawn last, so the other framings keep their draws.
     """
     if task_id not in DEFAULT_SPACING:
         raise UserError(f"no synthetic-data generator for task {task_id}")
@@ -96,6 +102,9 @@ def generate(task_id: str, anatomy: Anatomy, rng: np.random.Generator, *, spacin
     head = WHOLE_HEAD_FRACTION if whole_head_fraction is None else float(whole_head_fraction)
     if not 0.0 <= head <= 1.0:
         raise UserError(f"--whole-head-fraction must be between 0 and 1, got {whole_head_fraction}")
+    edge = HEART_AT_EDGE_FRACTION if heart_at_edge_fraction is None else float(heart_at_edge_fraction)
+    if not 0.0 <= edge <= 1.0:
+        raise UserError(f"--heart-at-edge-fraction must be between 0 and 1, got {heart_at_edge_fraction}")
     s_extra, s_spatial, s_grid, s_mis, s_paint = rng.spawn(5)
     labels, grid, info = anatomy.labels, anatomy.grid, {"anatomy": anatomy.name}
     if task_id == "brain-tumor":
@@ -126,9 +135,9 @@ def generate(task_id: str, anatomy: Anatomy, rng: np.random.Generator, *, spacin
         fov = np.maximum(fov, _FOV[task_id])
     ref_centre = centre + s_grid.uniform(-4.0, 4.0, 3)
     if task_id == "whole-heart":
-        chest = _chest_field(s_grid.spawn(1)[0], centre, body_centre, spatial)  # its own stream
+        chest = _chest_field(s_grid.spawn(1)[0], centre, body_centre, spatial, edge)  # its own stream
         if chest is not None:
-            ref_centre, fov = chest
+            ref_centre, fov, info["heart_at_field_edge"] = chest
         info["field_of_view"] = "chest" if chest is not None else "heart"
     shape = tuple(int(v) for v in np.maximum(np.round(fov / sp), 8).astype(int)[::-1])
     ref_grid = Grid.centred(ref_centre, shape, (sp, sp, sp))
@@ -179,17 +188,21 @@ def generate(task_id: str, anatomy: Anatomy, rng: np.random.Generator, *, spacin
 
 
 def _chest_field(rng: np.random.Generator, centre: np.ndarray, body_centre: np.ndarray, spatial: SpatialTransform,
-                 ) -> tuple[np.ndarray, np.ndarray] | None:
-    """(grid centre, field of view) of a chest framing, output mm, for :data:`CHEST_FIELD_FRACTION` of the cases;
-    else None. The heart's centre lands within the middle 80 % of the field's length."""
+                 edge_fraction: float = 0.0) -> tuple[np.ndarray, np.ndarray, bool] | None:
+    """(grid centre, field of view, heart at the field's end) of a chest framing, output mm, for
+    :data:`CHEST_FIELD_FRACTION` of the cases; else None. The heart's centre lands within the middle 80 % of the
+    field's length, or for ``edge_fraction`` of them in the outer 10 % at either end."""
     if rng.random() >= CHEST_FIELD_FRACTION:
         return None
     side, length = float(rng.uniform(280.0, 420.0)), float(rng.uniform(160.0, 300.0))
     dz = float(rng.uniform(-0.4, 0.4)) * length
+    edge = bool(edge_fraction > 0 and rng.random() < edge_fraction)  # drawn last: other framings keep their draws
+    if edge:
+        dz = float(np.copysign(rng.uniform(0.4, 0.5), dz)) * length
     # output point p shows source point c + L (p - c - shift): invert it for the body centre at the heart's height
     grid_centre = centre + spatial.shift + np.linalg.inv(spatial.linear) @ (body_centre - centre)
     grid_centre[2] += dz
-    return grid_centre, np.array([side, side, length])
+    return grid_centre, np.array([side, side, length]), edge
 
 
 def _centre(anatomy: Anatomy, values) -> np.ndarray:
@@ -342,7 +355,8 @@ def _landmarks(task_id: str, painted: np.ndarray, grid: Grid) -> tuple[list[str]
 
 def make_synth_case(task_id: str, seed: int, *, anatomy: tuple[Anatomy, ...] | None = None,
                     anatomy_dir=None, spacing: float | None = None, modality: str | None = None,
-                    misregister: bool = True, whole_head_fraction: float | None = None):
+                    misregister: bool = True, whole_head_fraction: float | None = None,
+                    heart_at_edge_fraction: float | None = None):
     """A :class:`~multimodalseg.phantoms.case.PhantomCase` from seed ``seed`` (which also picks the anatomy),
     ready for :func:`multimodalseg.phantoms.layouts.write_case`."""
     from multimodalseg.phantoms.case import PhantomCase
@@ -352,7 +366,7 @@ def make_synth_case(task_id: str, seed: int, *, anatomy: tuple[Anatomy, ...] | N
     choice = int(rng.integers(len(maps)))
     t0 = time.perf_counter()
     s = generate(task_id, maps[choice], rng, spacing=spacing, modality=modality, misregister=misregister,
-                 whole_head_fraction=whole_head_fraction)
+                 whole_head_fraction=whole_head_fraction, heart_at_edge_fraction=heart_at_edge_fraction)
     images = {role: s.grids[role].image(np.ascontiguousarray(a)) for role, a in s.images.items()}
     ref = _roles(task_id)[0]
     label = s.grids[ref].image(np.ascontiguousarray(s.label.astype(np.uint16)))
