@@ -127,6 +127,11 @@ def _tube(coords, a: np.ndarray, b: np.ndarray, radius: float) -> np.ndarray:
     return (x - a[0] - t * d[0]) ** 2 + (y - a[1] - t * d[1]) ** 2 + (z - a[2] - t * d[2]) ** 2 < radius ** 2
 
 
+def _ellipse(x: np.ndarray, y: np.ndarray, cx: float, cy: float, ax: float, ay: float) -> np.ndarray:
+    """The axial ellipse's level (< 1 inside) centred at (cx, cy) with half-axes ax, ay (mm)."""
+    return ((x - cx) / ax) ** 2 + ((y - cy) / ay) ** 2
+
+
 def _upper_thorax(out: np.ndarray, coords, rng: np.random.Generator, *, x_mid: float, yc: float, ax: float,
                   ay: float, fat: float, wall: float, y_front: float, y_spine: float, r_vb: float, heart_top: float,
                   z_dia: float, airway_y: float) -> None:
@@ -156,8 +161,8 @@ def _upper_thorax(out: np.ndarray, coords, rng: np.random.Generator, *, x_mid: f
     out[(out == T["lung"]) & ~apex_kept & np.broadcast_to(z > z_taper, shape)] = T["muscle"]
     # ribs: bands across the cavity's edge, sloping down to the front, from below the diaphragm to the apex
     rib_in, rib_out = wall - u(3.0, 6.0), wall + u(2.0, 5.0)
-    e_in = ((x - x_mid) / (ax - rib_out)) ** 2 + ((y - yc) / (ay - rib_out)) ** 2
-    e_out = ((x - x_mid) / (ax - rib_in)) ** 2 + ((y - yc) / (ay - rib_in)) ** 2
+    e_in = _ellipse(x, y, x_mid, yc, ax - rib_out, ay - rib_out)
+    e_out = _ellipse(x, y, x_mid, yc, ax - rib_in, ay - rib_in)
     period, thick, slope, phase = u(20.0, 28.0), u(7.0, 11.0), u(0.2, 0.45), u(0.0, 28.0)
     rib_band = np.mod(z - slope * (y - y_front) - phase, period) < thick
     ribs = (e_in >= 1.0) & (e_out < 1.0) & rib_band & (z > z_dia - u(40.0, 90.0)) & (z < z_apex + 5.0)
@@ -197,14 +202,14 @@ def _upper_thorax(out: np.ndarray, coords, rng: np.random.Generator, *, x_mid: f
         r = u(5.0, 8.0)
         put(_tube(coords, a, b, r), "bone", body)
         put(_tube(coords, a, b, r - 2.5), "marrow", body)
-        e_sc = ((x - x_mid) / (ax - fat - u(3.0, 6.0))) ** 2 + ((y - yc) / (ay - fat - u(3.0, 6.0))) ** 2
+        e_sc = _ellipse(x, y, x_mid, yc, ax - fat - u(3.0, 6.0), ay - fat - u(3.0, 6.0))
         scap = (np.abs(np.sqrt(e_sc) - 1.0) < u(2.0, 3.0) / ay) & (y > yc + u(0.2, 0.4) * ay)
         scap &= (side * (x - x_mid) > u(35.0, 50.0)) & (side * (x - x_mid) < u(95.0, 125.0))
         put(scap & (z > z_apex - u(100.0, 150.0)) & (z < z_apex + u(10.0, 30.0)), "bone", body)
     # shoulders widen the body above z_shoulder (muscle under the fat), humeral heads when the arms are down
     ax_sh = ax + u(15.0, 55.0)
-    shoulder = (((x - x_mid) / ax_sh) ** 2 + ((y - yc) / ay) ** 2 < 1.0) & (z > z_shoulder) & (z < z_neck)
-    shoulder_in = (((x - x_mid) / (ax_sh - fat)) ** 2 + ((y - yc) / (ay - fat)) ** 2 < 1.0)
+    shoulder = (_ellipse(x, y, x_mid, yc, ax_sh, ay) < 1.0) & (z > z_shoulder) & (z < z_neck)
+    shoulder_in = _ellipse(x, y, x_mid, yc, ax_sh - fat, ay - fat) < 1.0
     new = np.broadcast_to(shoulder, shape) & ~body
     out[new] = T["fat"]
     out[new & np.broadcast_to(shoulder_in, shape)] = T["muscle"]
@@ -218,14 +223,14 @@ def _upper_thorax(out: np.ndarray, coords, rng: np.random.Generator, *, x_mid: f
     # the neck above the shoulders: a smaller ellipse around the column, trachea and vessels kept
     yn = (airway_y + y_spine) / 2 + u(-5.0, 5.0)  # the trachea in front, the column behind
     ax_n, ay_n = u(55.0, 75.0), max(u(50.0, 70.0), (y_spine + r_vb + 30.0 - airway_y) / 2)
-    en = ((x - x_mid) / ax_n) ** 2 + ((y - yn) / ay_n) ** 2
-    fat = min(fat, 12.0)
+    en = _ellipse(x, y, x_mid, yn, ax_n, ay_n)
+    neck_fat = min(fat, 12.0)
     above_neck = np.broadcast_to(z >= z_neck, shape)
     keep = np.isin(out, (T["bone"], T["marrow"], T["csf"], T["airway"], T["blood"], T["soft"]))
     neck = np.broadcast_to(en < 1.0, shape)
     out[above_neck & ~neck] = 0
     out[above_neck & neck & ~keep] = T["muscle"]
-    out[above_neck & neck & np.broadcast_to(en > (1.0 - fat / ay_n) ** 2, shape)] = T["fat"]
+    out[above_neck & neck & np.broadcast_to(en > (1.0 - neck_fat / ay_n) ** 2, shape)] = T["fat"]
 
 
 def lumbar(spine: np.ndarray, grid: Grid, rng: np.random.Generator, spacing: float = 1.5,
