@@ -348,6 +348,8 @@ def test_synth_command_writes_the_public_layout(tmp_path, capsys):
     (["--task", "brain-tumor", "--whole-head-fraction", "2"], "between 0 and 1"),
     (["--task", "spine", "--heart-at-edge-fraction", "0.5"], "for --task whole-heart only"),
     (["--task", "whole-heart", "--heart-at-edge-fraction", "-0.1"], "between 0 and 1"),
+    (["--task", "brain-tumor", "--random-contrast-fraction", "0.5"], "not brain-tumor"),
+    (["--task", "petmr-brain", "--random-contrast-fraction", "1.5"], "between 0 and 1"),
 ])
 def test_synth_command_bad_arguments(tmp_path, capsys, extra, message):
     empty = tmp_path / "empty"
@@ -400,3 +402,24 @@ def test_synth_held_out_refuses_a_kind_without_any_and_the_anatomy_option(tmp_pa
     with pytest.raises(SystemExit) as exc:
         main([*args, "--anatomy", str(tmp_path)])
     assert exc.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
+
+
+def test_random_contrast_fraction_sets_the_share_and_keeps_every_other_draw():
+    """0 paints every T1 in the T1 prior, 1 every one in random contrast; the default (0.5) is the old draw, and
+    the labels and the PET never change with it."""
+    anatomy = load_anatomy("petmr-brain")[0]
+    seen = {None: set(), 0.0: set(), 1.0: set()}
+    for seed in range(8):
+        runs = {f: generate("petmr-brain", anatomy, np.random.default_rng(seed), spacing=6.0,
+                            random_contrast_fraction=f) for f in (None, 0.5, 0.0, 1.0)}
+        assert np.array_equal(runs[None].images["t1"], runs[0.5].images["t1"])  # the default is 0.5
+        for f in (0.0, 1.0):
+            assert np.array_equal(runs[f].label, runs[None].label)
+            assert np.array_equal(runs[f].images["pet"], runs[None].images["pet"])
+        for f in seen:
+            seen[f].add(runs[f].info["t1"]["contrast"])
+    assert seen[0.0] == {"t1"} and seen[1.0] == {"random"}
+    assert seen[None] == {"t1", "random"}
+    with pytest.raises(UserError, match="not brain-tumor"):
+        generate("brain-tumor", load_anatomy("brain-tumor")[0], np.random.default_rng(0), spacing=6.0,
+                 random_contrast_fraction=0.5)

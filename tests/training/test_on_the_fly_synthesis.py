@@ -109,3 +109,24 @@ def test_tiny_fit_on_the_fly_trains_validates_on_data_and_exports(tmp_path, caps
     bundle = load_bundle(tmp_path / "model.pt", task=TASK.id)
     assert bundle.meta["training"]["data"]["synthetic"]["on_the_fly"] is True
     assert bundle.meta["preprocessing"]["spacing"] == [4.0, 4.0, 4.0]
+
+
+def test_random_contrast_fraction_reaches_the_generator_and_bad_values_are_refused():
+    seen = []
+    from multimodalseg import synthesis
+
+    real = synthesis.make_synth_case
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["random_contrast_fraction"])
+        return real(*args, **kwargs)
+
+    synthesis.make_synth_case, original = spy, synthesis.make_synth_case
+    try:
+        _dataset(_config(random_contrast_fraction=0.0))[0]
+    finally:
+        synthesis.make_synth_case = original
+    assert seen == [0.0]
+    for bad in (1.5, -0.1):
+        with pytest.raises(UserError, match="random_contrast_fraction must be between 0 and 1"):
+            SynthesizeCased(TASK.id, _config(random_contrast_fraction=bad).data.synthetic, None, None)

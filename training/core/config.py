@@ -45,6 +45,8 @@ class SyntheticConfig:
             ``synth`` command writes them.
         exclude: more anatomy names never drawn (e.g. ``[fsaverage, fsaverage_mirror]`` when a benchmark scores
             fsaverage).
+        random_contrast_fraction: the share of MR images in SynthSeg's random contrast (``synth
+            --random-contrast-fraction``); None: the generator's default per task.
     """
 
     on_the_fly: bool = False
@@ -55,6 +57,7 @@ class SyntheticConfig:
     modalities: list[str] = field(default_factory=list)
     misregister: bool = True
     exclude: list[str] = field(default_factory=list)
+    random_contrast_fraction: float | None = None
 
 
 @dataclass

@@ -37,6 +37,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--heart-at-edge-fraction", type=float, metavar="F",
                    help="whole-heart only: share of the chest-framed cases whose field ends in the heart, as a scan "
                         "planned on the lungs does (default 0)")
+    p.add_argument("--random-contrast-fraction", type=float, metavar="F",
+                   help="petmr-brain, whole-heart, spine: share of MR images painted in SynthSeg's random contrast "
+                        "instead of the modality's own (defaults 0.5, 0.5, 0.3)")
     p.add_argument("--png", action="store_true", help="also write an overlay PNG per case")
     p.add_argument("--overwrite", action="store_true", help="replace existing case files")
     p.add_argument("--progress", default="auto", choices=("auto", "json", "bar", "none"),
@@ -91,6 +94,14 @@ def _run(args: argparse.Namespace, reporter) -> int:
         raise UserError(f"--heart-at-edge-fraction is for --task whole-heart only, not {task.id}")
     if edge is not None and not (math.isfinite(edge) and 0.0 <= edge <= 1.0):
         raise UserError(f"--heart-at-edge-fraction must be between 0 and 1, got {edge}")
+    contrast = args.random_contrast_fraction
+    from multimodalseg.synthesis.generate import RANDOM_CONTRAST_FRACTION
+
+    if contrast is not None and task.id not in RANDOM_CONTRAST_FRACTION:
+        raise UserError(f"--random-contrast-fraction is for --task {', '.join(RANDOM_CONTRAST_FRACTION)}, "
+                        f"not {task.id}")
+    if contrast is not None and not (math.isfinite(contrast) and 0.0 <= contrast <= 1.0):
+        raise UserError(f"--random-contrast-fraction must be between 0 and 1, got {contrast}")
 
     import torch
 
@@ -123,7 +134,8 @@ def _run(args: argparse.Namespace, reporter) -> int:
         stages = Stages(reporter, weights={"preprocess": 0.85, "write": 0.15}, span=span)
         stages.start("preprocess")
         case = make_synth_case(task.id, args.seed + i, anatomy=maps, spacing=args.spacing, modality=modality,
-                               whole_head_fraction=head, heart_at_edge_fraction=edge)
+                               whole_head_fraction=head, heart_at_edge_fraction=edge,
+                               random_contrast_fraction=contrast)
         stages.start("write")
         written = write_case(case, out, i + 1, overwrite=args.overwrite, overlay=args.png)
         stages.stop()

@@ -49,6 +49,10 @@ CHEST_FIELD_FRACTION = 0.6
 # Of the chest framings, the share whose field stops at the heart (a scan planned on the lungs): the heart's centre
 # in the outer 10 % of the length, so up to half the heart is out of view. 0 by default (the shipped demo's bank).
 HEART_AT_EDGE_FRACTION = 0.0
+# The share of MR images painted with SynthSeg's random contrast (a random Gaussian per label group) instead of the
+# modality's own (T1, bSSFP, T2) with jitter. Random contrast makes a model contrast-agnostic but is the slower
+# lesson; brain tumour has none (its four sequences keep their own contrasts).
+RANDOM_CONTRAST_FRACTION = {"petmr-brain": 0.5, "whole-heart": 0.5, "spine": 0.3}
 
 
 @dataclass
@@ -80,7 +84,8 @@ class SynthSample:
 def generate(task_id: str, anatomy: Anatomy, rng: np.random.Generator, *, spacing: float | None = None,
              modality: str | None = None, misregister: bool = True,
              whole_head_fraction: float | None = None, margin_mm: float | None = None,
-             heart_at_edge_fraction: float | None = None) -> SynthSample:
+             heart_at_edge_fraction: float | None = None,
+             random_contrast_fraction: float | None = None) -> SynthSample:
     """One sample of ``task_id`` from ``anatomy``; every draw comes from ``rng``.
 
     Args:
@@ -93,6 +98,8 @@ def generate(task_id: str, anatomy: Anatomy, rng: np.random.Generator, *, spacin
             shows a whole head with air around it (the brain-mask bank), as a real head scan does.
         heart_at_edge_fraction: whole-heart only, the share of chest framings cut through the heart by the field's
             end (default :data:`HEART_AT_EDGE_FRACTION`); drawn last, so the other framings keep their draws.
+        random_contrast_fraction: the share of MR images in random contrast (default per task,
+            :data:`RANDOM_CONTRAST_FRACTION`); the draw is the same, so a case keeps its other draws.
     """
     if task_id not in DEFAULT_SPACING:
         raise UserError(f"no synthetic-data generator for task {task_id}")
@@ -105,6 +112,13 @@ def generate(task_id: str, anatomy: Anatomy, rng: np.random.Generator, *, spacin
     edge = HEART_AT_EDGE_FRACTION if heart_at_edge_fraction is None else float(heart_at_edge_fraction)
     if not 0.0 <= edge <= 1.0:
         raise UserError(f"--heart-at-edge-fraction must be between 0 and 1, got {heart_at_edge_fraction}")
+    if random_contrast_fraction is not None and task_id not in RANDOM_CONTRAST_FRACTION:
+        raise UserError(f"--random-contrast-fraction is for tasks {', '.join(RANDOM_CONTRAST_FRACTION)}, "
+                        f"not {task_id}")
+    contrast = RANDOM_CONTRAST_FRACTION.get(task_id, 0.0) if random_contrast_fraction is None \
+        else float(random_contrast_fraction)
+    if not 0.0 <= contrast <= 1.0:
+        raise UserError(f"--random-contrast-fraction must be between 0 and 1, got {random_contrast_fraction}")
     s_extra, s_spatial, s_grid, s_mis, s_paint = rng.spawn(5)
     labels, grid, info = anatomy.labels, anatomy.grid, {"anatomy": anatomy.name}
     if task_id == "brain-tumor":
@@ -172,7 +186,7 @@ def generate(task_id: str, anatomy: Anatomy, rng: np.random.Generator, *, spacin
         # paint at the anatomy's resolution (pairs share intensities, so the mirror needs no swap here)
         return spatial.sample(painter(prior, default), grid, grids[role], pres[role], linear=True)
 
-    images, facts = _paint(task_id, modality, sampled, grids, s_paint, render, head)
+    images, facts = _paint(task_id, modality, sampled, grids, s_paint, render, head, contrast)
     info.update(facts)
     label = _output(task_id, sampled[roles[0]])
     sample = SynthSample(task_id, modality, images, grids, label, transforms, info=info, role_labels=sampled)
@@ -228,15 +242,17 @@ def _moving(task_id: str, sp: float) -> dict[str, tuple[tuple[float, float, floa
     return {}
 
 
-def _paint(task_id, modality, sampled, grids, rng, render, whole_head_fraction) -> tuple[dict[str, np.ndarray], dict]:
+def _paint(task_id, modality, sampled, grids, rng, render, whole_head_fraction,
+           random_fraction) -> tuple[dict[str, np.ndarray], dict]:
     """Images per role. ``render(role, prior, rng, default)`` paints the source map and reads it through
-    the spatial transform on the role's grid (linear: partial volume at tissue borders)."""
+    the spatial transform on the role's grid (linear: partial volume at tissue borders); ``random_fraction`` of the
+    MR images get a random contrast."""
     images: dict[str, np.ndarray] = {}
     facts: dict[str, Any] = {}
     streams = dict(zip(sorted(sampled), rng.spawn(len(sampled))))
     if task_id == "petmr-brain":
         r = streams["t1"]
-        use_random = bool(r.random() < 0.5)
+        use_random = bool(r.random() < random_fraction)
         groups = priors.brain_groups()
         prior = ix.random_prior(groups, r) if use_random else ix.jittered_prior(priors.t1_brain(), r, groups=groups)
         images["t1"], f = ix.mr_chain(render("t1", prior, r), grids["t1"].spacing, r)
@@ -276,7 +292,7 @@ def _paint(task_id, modality, sampled, grids, rng, render, whole_head_fraction) 
             images["image"], f = ix.ct_chain(img, grids["image"].spacing, r)
             facts["image"] = {**f, "contrast": phase}
         else:
-            use_random = bool(r.random() < 0.5)
+            use_random = bool(r.random() < random_fraction)
             groups = {v: v for v in (0, *lt.HEART_VALUES, *lt.THORAX.values())}
             prior = ix.random_prior(groups, r) if use_random else ix.jittered_prior(priors.heart_mr(), r, rel=0.2)
             images["image"], f = ix.mr_chain(render("image", prior, r), grids["image"].spacing, r)
@@ -286,7 +302,7 @@ def _paint(task_id, modality, sampled, grids, rng, render, whole_head_fraction) 
         img = render("ct", priors.spine_ct(r), r, default=(-1000.0, 5.0))
         images["ct"], facts["ct"] = ix.ct_chain(img, grids["ct"].spacing, r)
         r = streams["mr"]
-        use_random = bool(r.random() < 0.3)
+        use_random = bool(r.random() < random_fraction)
         groups = {v: v for v in (0, *lt.SPINE_OUTPUT, *lt.SPINE_PAINTED_ONLY, *lt.SPINE_BODY.values())}
         prior = ix.random_prior(groups, r) if use_random else ix.jittered_prior(priors.spine_t2(), r, rel=0.15)
         images["mr"], f = ix.mr_chain(render("mr", prior, r), grids["mr"].spacing, r)
@@ -356,7 +372,7 @@ def _landmarks(task_id: str, painted: np.ndarray, grid: Grid) -> tuple[list[str]
 def make_synth_case(task_id: str, seed: int, *, anatomy: tuple[Anatomy, ...] | None = None,
                     anatomy_dir=None, spacing: float | None = None, modality: str | None = None,
                     misregister: bool = True, whole_head_fraction: float | None = None,
-                    heart_at_edge_fraction: float | None = None):
+                    heart_at_edge_fraction: float | None = None, random_contrast_fraction: float | None = None):
     """A :class:`~multimodalseg.phantoms.case.PhantomCase` from seed ``seed`` (which also picks the anatomy),
     ready for :func:`multimodalseg.phantoms.layouts.write_case`."""
     from multimodalseg.phantoms.case import PhantomCase
@@ -366,7 +382,8 @@ def make_synth_case(task_id: str, seed: int, *, anatomy: tuple[Anatomy, ...] | N
     choice = int(rng.integers(len(maps)))
     t0 = time.perf_counter()
     s = generate(task_id, maps[choice], rng, spacing=spacing, modality=modality, misregister=misregister,
-                 whole_head_fraction=whole_head_fraction, heart_at_edge_fraction=heart_at_edge_fraction)
+                 whole_head_fraction=whole_head_fraction, heart_at_edge_fraction=heart_at_edge_fraction,
+                 random_contrast_fraction=random_contrast_fraction)
     images = {role: s.grids[role].image(np.ascontiguousarray(a)) for role, a in s.images.items()}
     ref = _roles(task_id)[0]
     label = s.grids[ref].image(np.ascontiguousarray(s.label.astype(np.uint16)))
