@@ -56,8 +56,7 @@ def source_index(new_size: int, old_size: int, segments: int = 1, group: int = 1
     return seg * seg_old + (block // 2) * group + offset
 
 
-def split_factors(new_size: int, old_size: int, segments: int, generator: torch.Generator,
-                  spread: float) -> torch.Tensor:
+def split_factors(new_size: int, generator: torch.Generator, spread: float) -> torch.Tensor:
     """1/2 + e for the first index of each pair and 1/2 - e for the second (e uniform in [-spread, spread])."""
     e = (torch.rand(new_size // 2, generator=generator) * 2 - 1) * spread
     return torch.stack([0.5 + e, 0.5 - e], 1).flatten()
@@ -78,7 +77,7 @@ def widen_parameter(name: str, old: torch.Tensor, new_shape: torch.Size, *, inpu
         if dim == input_dim:
             shape = [1] * out.ndim
             shape[dim] = n
-            out = out * split_factors(n, o, segments, generator, spread).view(shape).to(out.dtype)
+            out = out * split_factors(n, generator, spread).view(shape).to(out.dtype)
     if out.shape != new_shape:
         raise ValueError(f"{name}: {tuple(old.shape)} cannot become {tuple(new_shape)}")
     return out.contiguous()
