@@ -27,7 +27,7 @@ from monai.transforms import MapTransform, apply_transform
 from multimodalseg.errors import UserError
 from multimodalseg.preprocessing import prepare_case
 from multimodalseg.synthesis.anatomy import Anatomy, load_anatomy, split_anatomy
-from multimodalseg.synthesis.generate import RANDOM_CONTRAST_FRACTION
+from multimodalseg.synthesis.generate import random_contrast
 from multimodalseg.tasks import get_task
 from multimodalseg.tasks.spec import lateral_axis
 
@@ -94,10 +94,7 @@ class SynthesizeCased(MapTransform):
         if unknown:
             raise UserError(f"data.synthetic.modalities: task {task_id} has no modality {', '.join(unknown)} "
                             f"(modalities: {', '.join(task.modalities) or 'none'})")
-        fraction = synthetic.random_contrast_fraction
-        if fraction is not None and (task_id not in RANDOM_CONTRAST_FRACTION or not 0.0 <= float(fraction) <= 1.0):
-            raise UserError(f"data.synthetic.random_contrast_fraction must be between 0 and 1 for tasks "
-                            f"{', '.join(RANDOM_CONTRAST_FRACTION)} (task {task_id}), got {fraction}")
+        random_contrast(task_id, synthetic.random_contrast_fraction, "data.synthetic.random_contrast_fraction")
 
     def maps(self) -> tuple[Anatomy, ...]:
         # load_anatomy caches per process, so a DataLoader worker reads the maps once, not once per case

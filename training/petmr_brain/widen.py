@@ -108,11 +108,9 @@ def widen_state_dict(narrow: nn.Module, wide: nn.Module, *, seed: int = 0, sprea
     return widened
 
 
-def widen_bundle(path: str | Path, out: str | Path, *, factor: int = 2, seed: int = 0) -> str:
-    """Write a bundle whose network has ``factor`` x the feature size of ``path``'s and computes the same output;
-    returns its sha256. Only factor 2 (apply it twice for 4)."""
-    if factor != 2:
-        raise UserError(f"widening factor must be 2, got {factor}")
+def widen_bundle(path: str | Path, out: str | Path, *, seed: int = 0) -> str:
+    """Write a bundle whose network has twice the feature size of ``path``'s and computes the same output; returns
+    its sha256 (apply it twice for 4x)."""
     bundle = load_bundle(path)
     spec = bundle.meta["network"]
     if spec["name"] != "dual_uxnet":

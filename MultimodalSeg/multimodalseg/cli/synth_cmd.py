@@ -94,14 +94,10 @@ def _run(args: argparse.Namespace, reporter) -> int:
         raise UserError(f"--heart-at-edge-fraction is for --task whole-heart only, not {task.id}")
     if edge is not None and not (math.isfinite(edge) and 0.0 <= edge <= 1.0):
         raise UserError(f"--heart-at-edge-fraction must be between 0 and 1, got {edge}")
-    contrast = args.random_contrast_fraction
-    from multimodalseg.synthesis.generate import RANDOM_CONTRAST_FRACTION
+    from multimodalseg.synthesis.generate import random_contrast
 
-    if contrast is not None and task.id not in RANDOM_CONTRAST_FRACTION:
-        raise UserError(f"--random-contrast-fraction is for --task {', '.join(RANDOM_CONTRAST_FRACTION)}, "
-                        f"not {task.id}")
-    if contrast is not None and not (math.isfinite(contrast) and 0.0 <= contrast <= 1.0):
-        raise UserError(f"--random-contrast-fraction must be between 0 and 1, got {contrast}")
+    contrast = args.random_contrast_fraction
+    random_contrast(task.id, contrast)  # checked before any case is generated
 
     import torch
 

@@ -10,6 +10,7 @@ wraps it into a :class:`~multimodalseg.phantoms.case.PhantomCase` for the datase
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,6 +54,22 @@ HEART_AT_EDGE_FRACTION = 0.0
 # modality's own (T1, bSSFP, T2) with jitter. Random contrast makes a model contrast-agnostic but is the slower
 # lesson; brain tumour has none (its four sequences keep their own contrasts).
 RANDOM_CONTRAST_FRACTION = {"petmr-brain": 0.5, "whole-heart": 0.5, "spine": 0.3}
+
+
+def random_contrast(task_id: str, fraction: float | None, name: str = "--random-contrast-fraction") -> float:
+    """The share of MR images in random contrast: ``fraction`` checked (None: the task's default).
+
+    Raises:
+        UserError: a task without random contrast, or a share outside [0, 1] (``name`` is the option's name).
+    """
+    if fraction is None:
+        return RANDOM_CONTRAST_FRACTION.get(task_id, 0.0)
+    if task_id not in RANDOM_CONTRAST_FRACTION:
+        raise UserError(f"{name} is for tasks {', '.join(RANDOM_CONTRAST_FRACTION)}, not {task_id}")
+    value = float(fraction)
+    if not (math.isfinite(value) and 0.0 <= value <= 1.0):
+        raise UserError(f"{name} must be between 0 and 1, got {fraction}")
+    return value
 
 
 @dataclass
@@ -112,13 +129,7 @@ def generate(task_id: str, anatomy: Anatomy, rng: np.random.Generator, *, spacin
     edge = HEART_AT_EDGE_FRACTION if heart_at_edge_fraction is None else float(heart_at_edge_fraction)
     if not 0.0 <= edge <= 1.0:
         raise UserError(f"--heart-at-edge-fraction must be between 0 and 1, got {heart_at_edge_fraction}")
-    if random_contrast_fraction is not None and task_id not in RANDOM_CONTRAST_FRACTION:
-        raise UserError(f"--random-contrast-fraction is for tasks {', '.join(RANDOM_CONTRAST_FRACTION)}, "
-                        f"not {task_id}")
-    contrast = RANDOM_CONTRAST_FRACTION.get(task_id, 0.0) if random_contrast_fraction is None \
-        else float(random_contrast_fraction)
-    if not 0.0 <= contrast <= 1.0:
-        raise UserError(f"--random-contrast-fraction must be between 0 and 1, got {random_contrast_fraction}")
+    contrast = random_contrast(task_id, random_contrast_fraction)
     s_extra, s_spatial, s_grid, s_mis, s_paint = rng.spawn(5)
     labels, grid, info = anatomy.labels, anatomy.grid, {"anatomy": anatomy.name}
     if task_id == "brain-tumor":
